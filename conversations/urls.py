@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from conversations import views
+
+urlpatterns = [
+    path("", views.chat_home, name="chat_home"),
+    path("c/", views.sidebar, name="sidebar"),
+    path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation_detail"),
+    path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation_rename"),
+    path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation_delete"),
+]

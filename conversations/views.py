@@ -1,0 +1,97 @@
+"""HTTP views: adapters that parse, authorize through the selectors, call one service, render.
+
+Pages, htmx swaps and websocket pushes render the same partials (templates/conversations/).
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from conversations import selectors, services
+from conversations.errors import ChatError, ConversationNotFound
+from conversations.models import Conversation
+
+PARTIALS = "conversations/partials.html"
+
+
+def _owned(request: HttpRequest, conversation_id: UUID) -> Conversation:
+    try:
+        return selectors.conversation_get_for_user(
+            user=request.user, conversation_id=conversation_id
+        )
+    except ConversationNotFound:
+        raise Http404("This conversation does not exist.") from None
+
+
+def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict:
+    return {
+        "conversation": conversation,
+        "messages": selectors.messages_on_path(conversation=conversation) if conversation else [],
+        "sidebar": selectors.sidebar_page(user=request.user),
+        "current_id": conversation.id if conversation else None,
+        "default_model": selectors.chat_model_default(),
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+
+
+@login_required
+@require_GET
+def chat_home(request: HttpRequest) -> HttpResponse:
+    return render(request, "conversations/chat.html", _page_context(request, None))
+
+
+@login_required
+@require_GET
+def conversation_detail(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    return render(request, "conversations/chat.html", _page_context(request, conversation))
+
+
+@login_required
+@require_GET
+def sidebar(request: HttpRequest) -> HttpResponse:
+    try:
+        page = int(request.GET.get("page", "1"))
+    except ValueError:
+        page = 1
+    current = request.GET.get("current") or None
+    return render(
+        request,
+        f"{PARTIALS}#sidebar-page",
+        {"sidebar": selectors.sidebar_page(user=request.user, page=page), "current_id": current},
+    )
+
+
+@login_required
+@require_POST
+def conversation_rename(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    error = ""
+    try:
+        services.conversation_rename(conversation=conversation, title=request.POST.get("title", ""))
+    except ChatError as exc:
+        error = exc.message
+    if not request.htmx:
+        return redirect("conversation_detail", conversation_id=conversation.id)
+    return render(
+        request,
+        f"{PARTIALS}#conversation-title",
+        {"conversation": conversation, "rename_error": error, "current_id": conversation.id},
+    )
+
+
+@login_required
+@require_POST
+def conversation_delete(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    services.conversation_delete(conversation=conversation)
+    if request.htmx:
+        return HttpResponseClientRedirect("/")
+    return redirect("chat_home")

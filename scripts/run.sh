@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up and run Team Chat: a virtual environment in .venv, migrations, static files, then daphne
+# on http://${HOST:-127.0.0.1}:${PORT:-8000}. Safe to run again: it reinstalls only when
+# pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "Creating the virtual environment in .venv …"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "Installing dependencies …"
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -e .
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+.venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py collectstatic --noinput --verbosity 0
+.venv/bin/python manage.py setup_instance
+
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+echo "Team Chat is at http://$HOST:$PORT/ (Ctrl+C stops it)"
+exec .venv/bin/daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application
