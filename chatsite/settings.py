@@ -220,6 +220,8 @@ CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30)
 CHAT_FLUSH_INTERVAL = float(env_int("CHAT_FLUSH_INTERVAL_MS", 1000)) / 1000
 # Tokens arriving faster than this are coalesced into one websocket frame (seconds).
 CHAT_FRAME_INTERVAL = float(env_int("CHAT_FRAME_INTERVAL_MS", 16)) / 1000
+# Frames for sockets on other processes (through channels-redis) are coalesced more.
+CHAT_REMOTE_FRAME_INTERVAL = float(env_int("CHAT_REMOTE_FRAME_INTERVAL_MS", 50)) / 1000
 # Context window assumed for models whose window nobody has entered.
 CHAT_DEFAULT_CONTEXT_WINDOW = env_int("CHAT_DEFAULT_CONTEXT_WINDOW", 8192)
 CHAT_DEFAULT_MAX_OUTPUT_TOKENS = env_int("CHAT_DEFAULT_MAX_OUTPUT_TOKENS", 1024)

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from conversations import frames, selectors, services
 from conversations.errors import ChatError
-from conversations.generation import hub
+from conversations.generation import conversation_group, hub
 from conversations.sweeper import ensure_sweeper
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Refused during the handshake: the browser sees the connection fail (HTTP 403).
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        await hub.ensure_started()
         ensure_sweeper()
         await self.accept()
 
@@ -85,6 +86,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # The reply goes on without this socket; only stop sending to it.
         if self.conversation_id is not None:
             hub.unwatch(self.conversation_id, self)
+            if hub.cross_process:
+                await self.channel_layer.group_discard(
+                    conversation_group(self.conversation_id), self.channel_name
+                )
+
+    async def chat_frame(self, event: dict) -> None:
+        """A frame from another process (the channel layer's group for the conversation)."""
+        if event.get("origin") and event["origin"] == hub.channel_name:
+            return  # this process's own frame: its sockets already had it directly
+        frame = event["frame"]
+        if frame.get("conversation") == str(self.conversation_id):
+            await self.send_frame(frame)
 
     async def send_text_frame(self, text: str) -> None:
         await self.send(text_data=text)
@@ -131,10 +144,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def _show(self, conversation_id: UUID) -> None:
-        if self.conversation_id is not None and self.conversation_id != conversation_id:
-            hub.unwatch(self.conversation_id, self)
+        previous = self.conversation_id
+        if previous == conversation_id:
+            return
+        if previous is not None:
+            hub.unwatch(previous, self)
         self.conversation_id = conversation_id
         hub.watch(conversation_id, self)
+        if hub.cross_process:
+            if previous is not None:
+                await self.channel_layer.group_discard(
+                    conversation_group(previous), self.channel_name
+                )
+            await self.channel_layer.group_add(
+                conversation_group(conversation_id), self.channel_name
+            )
 
     async def on_subscribe(self, frame: dict) -> None:
         conversation_id = _parse_uuid(frame.get("conversation"))
@@ -144,13 +168,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._show(conversation_id)
         generation = hub.get(conversation_id)
         if generation is not None:
-            seq = frame.get("seq")
-            if isinstance(seq, int) and frame.get("message") == generation.reply_id:
-                await self.send_frame(generation.delta_since(seq))
-            else:
-                await self.send_frame(generation.snapshot_frame())
+            await self.send_frame(
+                generation.resume_frame(
+                    message=frame.get("message"), seq=frame.get("seq"), for_remote=False
+                )
+            )
         elif stored is not None:
             await self.send_frame(stored)
+            # Another process may be writing it: ask that one for exactly what is missing.
+            await hub.request(
+                conversation_id,
+                {
+                    "type": "chat.resume",
+                    "reply_channel": self.channel_name,
+                    "message": frame.get("message"),
+                    "seq": frame.get("seq"),
+                },
+            )
         await self.send_frame(
             {
                 "type": "subscribed",
@@ -180,7 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_uuid, {**message_frame, "client_id": frame.get("client_id")}
             )
         if outcome.plan is not None:
-            hub.start(outcome.plan)
+            await hub.start(outcome.plan)
         elif (generation := hub.get(conversation_uuid)) is not None:
             # A resend of a message already answered: show the reply where it stands.
             await self.send_frame(generation.snapshot_frame())
@@ -190,4 +224,5 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if conversation_id is None:
             raise ChatError("This conversation does not exist.", code="not_found")
         await _authorize(self.scope["user"], conversation_id)
-        hub.stop(conversation_id)
+        if not hub.stop(conversation_id):
+            await hub.request(conversation_id, {"type": "chat.stop"})

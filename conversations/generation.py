@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from uuid import UUID
 
 from channels.db import database_sync_to_async
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
 from conversations import services
@@ -50,28 +51,83 @@ class Subscriber(Protocol):
     async def send_text_frame(self, text: str) -> None: ...
 
 
+class _Outlet:
+    """One way frames leave a generation (to this process's sockets, or to other processes).
+
+    Each keeps its own position in the parts: a frame carries parts ``from``..``seq`` and the
+    next one starts where it ended. Parts arriving faster than ``interval`` wait and go out
+    together; the first part after a quiet spell goes out at once.
+    """
+
+    def __init__(
+        self,
+        generation: Generation,
+        interval: float,
+        send: Callable[[dict], Awaitable[None]],
+    ) -> None:
+        self.generation = generation
+        self.interval = interval
+        self.send = send
+        self.sent = 0
+        self._last_at = -interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def poke(self) -> Awaitable[None] | None:
+        """Called after a part arrives: a send to await now, or None when one is scheduled."""
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._last_at
+        if waited >= self.interval:
+            return self.emit()
+        if self._timer is None:
+            self._timer = loop.call_later(self.interval - waited, self._emit_later)
+        return None
+
+    async def emit(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        parts = len(self.generation.parts)
+        if self.sent == parts:
+            return
+        frame = self.generation.delta_since(self.sent, parts)
+        self.sent = parts
+        self._last_at = asyncio.get_running_loop().time()
+        await self.send(frame)
+
+    def _emit_later(self) -> None:
+        self._timer = None
+        # Kept so the task is not garbage-collected while it sends.
+        self._task = asyncio.ensure_future(self.emit())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class Generation:
     def __init__(
         self,
         plan: services.GenerationPlan,
         *,
-        subscribers: set[Subscriber],
-        on_done: Callable[[Generation], None],
+        hub: ConversationHub,
     ) -> None:
         self.plan = plan
         self.conversation_id = plan.conversation_id
         self.reply_id = plan.reply_id
-        self._on_done = on_done
+        self.hub = hub
         # Everything streamed so far, as (field, text) parts; a frame's seq is a part count.
         self.parts: list[tuple[str, str]] = []
-        # The hub's live set of sockets showing this conversation (shared, not copied).
-        self.subscribers = subscribers
         self.task: asyncio.Task[None] | None = None
         self.stop_requested = False
-        self._sent = 0
-        self._last_frame_at = 0.0
-        self._frame_timer: asyncio.TimerHandle | None = None
-        self._emit_task: asyncio.Future[None] | None = None
+        self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
+        # Other processes get fewer, larger frames: each costs several Redis round trips.
+        self.remote = (
+            _Outlet(self, settings.CHAT_REMOTE_FRAME_INTERVAL, self._send_remote)
+            if hub.cross_process
+            else None
+        )
         self._last_flush_at = 0.0
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -79,13 +135,13 @@ class Generation:
     def text_of(self, field: str, upto: int | None = None) -> str:
         return "".join(text for f, text in self.parts[:upto] if f == field)
 
-    def snapshot_frame(self) -> dict:
-        """The reply as far as it has been broadcast.
+    def snapshot_frame(self, seq: int | None = None) -> dict:
+        """The reply as far as it has been sent to this process's sockets (or to ``seq``).
 
         Not as far as it has arrived: parts waiting to be coalesced go out in the next delta,
         whose ``from`` is this snapshot's ``seq``, so a socket that joins now sees no repeat.
         """
-        seq = self._sent
+        seq = self.local.sent if seq is None else seq
         return {
             "type": "reply.snapshot",
             "conversation": str(self.conversation_id),
@@ -96,8 +152,8 @@ class Generation:
         }
 
     def delta_since(self, seq: int, end: int | None = None) -> dict:
-        """The parts from ``seq`` to ``end`` (default: as far as broadcast) as one frame."""
-        end = self._sent if end is None else end
+        """The parts from ``seq`` to ``end`` (default: as far as sent locally) as one frame."""
+        end = self.local.sent if end is None else end
         seq = max(0, min(seq, end))
         missing = self.parts[seq:end]
         return {
@@ -110,45 +166,30 @@ class Generation:
             "reasoning": "".join(t for f, t in missing if f == "reasoning"),
         }
 
+    def resume_frame(self, *, message: object, seq: object, for_remote: bool) -> dict:
+        """What a socket that says it holds ``seq`` parts of ``message`` is missing."""
+        end = self.remote.sent if (for_remote and self.remote) else self.local.sent
+        if message == self.reply_id and isinstance(seq, int) and 0 <= seq <= end:
+            return self.delta_since(seq, end)
+        return self.snapshot_frame(end)
+
     # --- sending ---------------------------------------------------------------------------
-    async def broadcast(self, frame: dict) -> None:
-        text = json.dumps(frame, ensure_ascii=False)
-        for subscriber in list(self.subscribers):
-            try:
-                await subscriber.send_text_frame(text)
-            except Exception:  # a socket that went away must not stop the reply
-                logger.debug("dropping a subscriber that failed to receive", exc_info=True)
-                self.subscribers.discard(subscriber)
+    async def _send_local(self, frame: dict) -> None:
+        await self.hub.broadcast_local(self.conversation_id, frame)
 
-    async def _emit(self) -> None:
-        if self._frame_timer is not None:
-            self._frame_timer.cancel()
-            self._frame_timer = None
-        if self._sent == len(self.parts):
-            return
-        frame = self.delta_since(self._sent, len(self.parts))
-        self._sent = frame["seq"]
-        self._last_frame_at = asyncio.get_running_loop().time()
-        await self.broadcast(frame)
-
-    def _emit_later(self) -> None:
-        self._frame_timer = None
-        # Kept so the task is not garbage-collected while it sends.
-        self._emit_task = asyncio.ensure_future(self._emit())
+    async def _send_remote(self, frame: dict) -> None:
+        await self.hub.publish(self.conversation_id, frame)
 
     async def _append(self, field: str, text: str) -> None:
         if not text:
             return
         self.parts.append((field, text))
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        waited = now - self._last_frame_at
-        if waited >= settings.CHAT_FRAME_INTERVAL:
-            await self._emit()
-        elif self._frame_timer is None:
-            self._frame_timer = loop.call_later(
-                settings.CHAT_FRAME_INTERVAL - waited, self._emit_later
-            )
+        if (send := self.local.poke()) is not None:
+            await send
+        if self.remote is not None and (send := self.remote.poke()) is not None:
+            # Not awaited here: Redis round trips must not hold up this process's sockets.
+            self.hub.publish_soon(send)
+        now = asyncio.get_running_loop().time()
         if now - self._last_flush_at >= settings.CHAT_FLUSH_INTERVAL:
             self._start_flush(now)
 
@@ -231,7 +272,11 @@ class Generation:
         if self._flush_task is not None:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
-        await self._emit()
+        self.local.close()
+        await self.local.emit()
+        if self.remote is not None:
+            self.remote.close()
+            self.hub.publish_soon(self.remote.emit())
         content = self.text_of("content")
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
@@ -255,8 +300,8 @@ class Generation:
                 "message": "The reply could not be saved.",
             }
         finally:
-            self._on_done(self)
-        await self.broadcast(frame)
+            self.hub.forget(self)
+        await self.hub.broadcast(self.conversation_id, frame)
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -273,11 +318,109 @@ def _describe_tool_calls(tool_calls: ToolCalls) -> str:
 
 class ConversationHub:
     """This process's view of live conversations: the sockets showing each one, and the
-    generations running here. Frames for a conversation go to every socket showing it."""
+    generations running here.
+
+    Frames go straight to this process's sockets. With a channel layer that crosses processes
+    (channels-redis), they are also published to the group ``conv.<id>``, which every socket
+    showing the conversation in any process joins; and the hub joins ``gen.<id>`` while it runs
+    that conversation's generation, to hear Stop and resume requests from other processes.
+    """
 
     def __init__(self) -> None:
         self._watchers: dict[UUID, set[Subscriber]] = {}
         self._running: dict[UUID, Generation] = {}
+        self.channel_name: str | None = None
+        self._layer: BaseChannelLayer | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[Awaitable[None]] | None = None
+
+    # --- the channel layer -----------------------------------------------------------------
+    @property
+    def cross_process(self) -> bool:
+        return self._layer is not None
+
+    async def ensure_started(self) -> None:
+        """Join the channel layer if it crosses processes. Idempotent; per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._reader is not None and self._reader.get_loop() is loop and not self._reader.done():
+            return
+        layer = get_channel_layer()
+        if layer is None or isinstance(layer, InMemoryChannelLayer):
+            # One process: every socket is local, so the layer would only add work.
+            self._layer = None
+            return
+        self._layer = layer
+        self.channel_name = await layer.new_channel("hub.")
+        self._outbox = asyncio.Queue()
+        self._reader = loop.create_task(self._read(), name="hub-reader")
+        self._publisher = loop.create_task(self._publish_in_order(), name="hub-publisher")
+
+    async def _read(self) -> None:
+        assert self._layer is not None and self.channel_name is not None
+        while True:
+            try:
+                message = await self._layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reading the channel layer failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("handling %s from the channel layer failed", message.get("type"))
+
+    async def _handle(self, message: dict) -> None:
+        conversation_id = UUID(message["conversation"])
+        generation = self._running.get(conversation_id)
+        if generation is None:
+            return
+        if message["type"] == "chat.stop":
+            self.stop(conversation_id)
+        elif message["type"] == "chat.resume" and self._layer is not None:
+            frame = generation.resume_frame(
+                message=message.get("message"), seq=message.get("seq"), for_remote=True
+            )
+            await self._layer.send(
+                message["reply_channel"], {"type": "chat.frame", "origin": "", "frame": frame}
+            )
+
+    async def _publish_in_order(self) -> None:
+        assert self._outbox is not None
+        while True:
+            send = await self._outbox.get()
+            try:
+                await send
+            except Exception:
+                # A lost frame is repaired by the client's sequence check and a resume.
+                logger.warning("publishing a frame to other processes failed", exc_info=True)
+            finally:
+                self._outbox.task_done()
+
+    def publish_soon(self, send: Awaitable[None]) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(send)
+        elif asyncio.iscoroutine(send):
+            send.close()
+
+    async def publish(self, conversation_id: UUID, frame: dict) -> None:
+        if self._layer is None:
+            return
+        await self._layer.group_send(
+            conversation_group(conversation_id),
+            {"type": "chat.frame", "origin": self.channel_name, "frame": frame},
+        )
+
+    async def request(self, conversation_id: UUID, message: dict) -> None:
+        """Ask whichever process runs this conversation's generation (stop, resume)."""
+        if self._layer is None:
+            return
+        await self._layer.group_send(
+            generation_group(conversation_id),
+            {**message, "conversation": str(conversation_id)},
+        )
 
     # --- sockets ---------------------------------------------------------------------------
     def watch(self, conversation_id: UUID, subscriber: Subscriber) -> None:
@@ -288,32 +431,40 @@ class ConversationHub:
         if watchers is None:
             return
         watchers.discard(subscriber)
-        if not watchers and conversation_id not in self._running:
+        if not watchers:
             del self._watchers[conversation_id]
 
     def watcher_count(self, conversation_id: UUID) -> int:
         return len(self._watchers.get(conversation_id, ()))
 
-    async def broadcast(self, conversation_id: UUID, frame: dict) -> None:
+    async def broadcast_local(self, conversation_id: UUID, frame: dict) -> None:
+        watchers = self._watchers.get(conversation_id)
+        if not watchers:
+            return
         text = json.dumps(frame, ensure_ascii=False)
-        for subscriber in list(self._watchers.get(conversation_id, ())):
+        for subscriber in list(watchers):
             try:
                 await subscriber.send_text_frame(text)
             except Exception:
                 logger.debug("dropping a socket that failed to receive", exc_info=True)
                 self.unwatch(conversation_id, subscriber)
 
+    async def broadcast(self, conversation_id: UUID, frame: dict) -> None:
+        """To every socket showing the conversation, in this process and the others."""
+        await self.broadcast_local(conversation_id, frame)
+        if self._layer is not None:
+            self.publish_soon(self.publish(conversation_id, frame))
+
     # --- generations -----------------------------------------------------------------------
     def get(self, conversation_id: UUID) -> Generation | None:
         return self._running.get(conversation_id)
 
-    def start(self, plan: services.GenerationPlan) -> Generation:
-        generation = Generation(
-            plan,
-            subscribers=self._watchers.setdefault(plan.conversation_id, set()),
-            on_done=self._forget,
-        )
+    async def start(self, plan: services.GenerationPlan) -> Generation:
+        await self.ensure_started()
+        generation = Generation(plan, hub=self)
         self._running[plan.conversation_id] = generation
+        if self._layer is not None and self.channel_name is not None:
+            await self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
 
@@ -325,14 +476,30 @@ class ConversationHub:
         generation.task.cancel()
         return True
 
-    def _forget(self, generation: Generation) -> None:
+    def forget(self, generation: Generation) -> None:
         if self._running.get(generation.conversation_id) is generation:
             del self._running[generation.conversation_id]
+        if self._layer is not None and self.channel_name is not None:
+            self.publish_soon(
+                self._layer.group_discard(
+                    generation_group(generation.conversation_id), self.channel_name
+                )
+            )
 
     async def wait_all(self) -> None:
         """For tests and shutdown: wait until every running generation has ended."""
         while tasks := [g.task for g in self._running.values() if g.task is not None]:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._outbox is not None and self._publisher is not None and not self._publisher.done():
+            await self._outbox.join()
+
+
+def conversation_group(conversation_id: UUID) -> str:
+    return f"conv.{conversation_id}"
+
+
+def generation_group(conversation_id: UUID) -> str:
+    return f"gen.{conversation_id}"
 
 
 hub = ConversationHub()

@@ -242,18 +242,27 @@ def reply_finish(
     return Message.objects.get(id=reply_id)
 
 
-def replies_mark_interrupted(*, older_than: timedelta | None = None) -> int:
+def replies_mark_interrupted(*, older_than: timedelta) -> list[Message]:
     """Mark replies left "streaming" by a process that died as interrupted, keeping their text.
 
-    At start-up (``older_than=None``) every streaming reply is orphaned; the periodic sweep only
-    takes those not flushed for a while, since a live generation flushes every second.
+    A live generation touches its row at least every few seconds, so only replies untouched for
+    ``older_than`` are taken: safe to run from any process, at start-up and periodically.
+    Returns the replies it closed.
     """
-    replies = Message.objects.filter(status=Message.Status.STREAMING)
-    if older_than is not None:
-        replies = replies.filter(updated_at__lt=timezone.now() - older_than)
-    return replies.update(
+    cutoff = timezone.now() - older_than
+    stale = list(
+        Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    )
+    if not stale:
+        return []
+    Message.objects.filter(
+        id__in=stale, status=Message.Status.STREAMING, updated_at__lt=cutoff
+    ).update(
         status=Message.Status.INTERRUPTED,
         error_kind="interrupted",
         error="The server stopped while this reply was being written.",
         updated_at=timezone.now(),
     )
+    return list(Message.objects.filter(id__in=stale, status=Message.Status.INTERRUPTED))

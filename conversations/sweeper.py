@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations.frames import reply_done_frame
+from conversations.generation import hub
 from conversations.services import replies_mark_interrupted
 
 logger = logging.getLogger(__name__)
@@ -20,15 +23,21 @@ logger = logging.getLogger(__name__)
 _task: asyncio.Task[None] | None = None
 
 
+def sweep_orphans() -> list[dict]:
+    """Close orphaned replies; the frames that tell open pages. Sync."""
+    closed = replies_mark_interrupted(older_than=settings.CHAT_ORPHAN_AFTER)
+    if closed:
+        logger.warning("marked %d orphaned replies as interrupted", len(closed))
+    return [reply_done_frame(reply) for reply in closed]
+
+
 async def _sweep_forever() -> None:
     interval = settings.CHAT_ORPHAN_AFTER.total_seconds() / 2
     while True:
         try:
-            closed = await database_sync_to_async(replies_mark_interrupted, thread_sensitive=False)(
-                older_than=settings.CHAT_ORPHAN_AFTER
-            )
-            if closed:
-                logger.warning("marked %d orphaned replies as interrupted", closed)
+            frames = await database_sync_to_async(sweep_orphans, thread_sensitive=False)()
+            for frame in frames:
+                await hub.broadcast(UUID(frame["conversation"]), frame)
         except Exception:
             logger.exception("the sweep of orphaned replies failed; trying again later")
         await asyncio.sleep(interval)
@@ -36,5 +45,6 @@ async def _sweep_forever() -> None:
 
 def ensure_sweeper() -> None:
     global _task
-    if _task is None or _task.done():
-        _task = asyncio.get_running_loop().create_task(_sweep_forever(), name="orphan-sweep")
+    loop = asyncio.get_running_loop()
+    if _task is None or _task.done() or _task.get_loop() is not loop:
+        _task = loop.create_task(_sweep_forever(), name="orphan-sweep")

@@ -146,20 +146,23 @@
     },
     "reply.snapshot"(frame) {
       if (frame.conversation !== state.conversation) return;
-      setStreaming({ message: frame.message, seq: frame.seq ?? 0 });
+      setStreaming({ message: frame.message, seq: frame.seq });
       appendText(frame.message, "content", frame.content, true);
       if (frame.reasoning) appendText(frame.message, "reasoning", frame.reasoning, true);
     },
     "reply.delta"(frame) {
       if (frame.conversation !== state.conversation) return;
       const current = state.streaming;
-      if (!current || current.message !== frame.message) {
-        setStreaming({ message: frame.message, seq: frame.from });
-      } else if (frame.seq <= current.seq) {
-        return; // already have it
-      } else if (frame.from !== current.seq) {
-        // A gap (a frame was lost): ask for exactly what is missing.
-        send({ type: "subscribe", conversation: state.conversation, message: current.message, seq: current.seq });
+      const known = current && current.message === frame.message && current.seq !== null;
+      if (known && frame.seq <= current.seq) return; // already have it
+      if (!known || frame.from !== current.seq) {
+        // A gap (a frame was lost, or we hold only the stored text): ask for what is missing,
+        // once until an answer comes.
+        if (!current || current.message !== frame.message) setStreaming({ message: frame.message, seq: null });
+        if (!state.streaming.asked) {
+          state.streaming.asked = true;
+          send({ type: "subscribe", conversation: state.conversation, message: state.streaming.message, seq: state.streaming.seq });
+        }
         return;
       }
       appendText(frame.message, "content", frame.content, false);

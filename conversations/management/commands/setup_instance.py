@@ -42,4 +42,4 @@ class Command(BaseCommand):
 
         closed = replies_mark_interrupted(older_than=settings.CHAT_ORPHAN_AFTER)
         if closed:
-            self.stdout.write(f"Marked {closed} unfinished replies as interrupted.")
+            self.stdout.write(f"Marked {len(closed)} unfinished replies as interrupted.")
