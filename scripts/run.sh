@@ -13,8 +13,7 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "Installing dependencies …"
-  .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e .
+  .venv/bin/pip install --quiet -e . --config-settings editable_mode=compat
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
