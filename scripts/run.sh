@@ -24,4 +24,4 @@ fi
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 echo "Team Chat is at http://$HOST:$PORT/ (Ctrl+C stops it)"
-exec .venv/bin/daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application
+exec .venv/bin/python -m daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application
