@@ -52,4 +52,9 @@ def conversation_frame(conversation: Conversation) -> dict:
         "title": conversation.display_title,
         "url": f"/c/{conversation.id}/",
         "sidebar_html": sidebar_item_html(conversation),
+        # The header with Rename and Delete, so a new chat has them without a reload. Its forms
+        # post through htmx, which sends the page's CSRF token from <body hx-headers>.
+        "header_html": render_to_string(
+            f"{PAGE}#conversation-title", {"conversation": conversation}
+        ),
     }

@@ -119,8 +119,12 @@
       body.dataset.conversation = frame.conversation;
       if (location.pathname !== frame.url) history.pushState({}, "", frame.url);
       document.title = `${frame.title} · Team Chat`;
-      const heading = document.getElementById("conversation-heading");
-      if (heading) heading.textContent = frame.title;
+      const header = document.getElementById("conversation-title");
+      const fresh = fragment(frame.header_html);
+      if (header && fresh) {
+        header.replaceWith(fresh);
+        if (window.htmx) htmx.process(fresh);
+      }
       sidebarList.querySelector(`[data-conversation-id="${frame.conversation}"]`)?.remove();
       sidebarList.querySelectorAll(".is-current").forEach((el) => el.classList.remove("is-current"));
       const item = fragment(frame.sidebar_html);

@@ -65,6 +65,8 @@ async def test_send_streams_the_reply_and_stores_both_messages(alice, chat_model
 
     kinds = [frame["type"] for frame in frames]
     assert kinds[0] == "conversation"
+    # A new chat gets its Rename and Delete controls without a reload.
+    assert "Rename" in frames[0]["header_html"] and "Delete" in frames[0]["header_html"]
     assert kinds.count("message") == 2
     assert "reply.delta" in kinds
     assert streamed_text(frames) == "The answer is 42."
