@@ -23,3 +23,30 @@ def fake_upstream(_fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]
     _fake_upstream_server.api_key = None
     yield _fake_upstream_server
     _fake_upstream_server.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Let the test database be dropped at the end.
+
+    Writes that run through database_sync_to_async(thread_sensitive=False) leave connections in
+    executor threads that this thread cannot close; on PostgreSQL, end them before pytest-django
+    drops the database (this fixture is set up after it, so it is torn down before).
+    """
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    blocker = request.getfixturevalue("django_db_blocker")
+    yield
+    from django.db import connection
+
+    with blocker.unblock():
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
