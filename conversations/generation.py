@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 from uuid import UUID
@@ -64,10 +64,14 @@ class _Outlet:
         generation: Generation,
         interval: float,
         send: Callable[[dict], Awaitable[None]],
+        schedule: Callable[[Coroutine[None, None, None]], None] | None = None,
     ) -> None:
         self.generation = generation
         self.interval = interval
         self.send = send
+        # How a delayed emit is run: by default as a task of its own; the remote outlet passes
+        # the hub's ordered outbox so that frames to other processes never overtake each other.
+        self._schedule = schedule or self._as_task
         self.sent = 0
         self._last_at = -interval
         self._timer: asyncio.TimerHandle | None = None
@@ -97,8 +101,11 @@ class _Outlet:
 
     def _emit_later(self) -> None:
         self._timer = None
+        self._schedule(self.emit())
+
+    def _as_task(self, emit: Coroutine[None, None, None]) -> None:
         # Kept so the task is not garbage-collected while it sends.
-        self._task = asyncio.ensure_future(self.emit())
+        self._task = asyncio.ensure_future(emit)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -124,7 +131,12 @@ class Generation:
         self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
         # Other processes get fewer, larger frames: each costs several Redis round trips.
         self.remote = (
-            _Outlet(self, settings.CHAT_REMOTE_FRAME_INTERVAL, self._send_remote)
+            _Outlet(
+                self,
+                settings.CHAT_REMOTE_FRAME_INTERVAL,
+                self._send_remote,
+                schedule=hub.publish_soon,
+            )
             if hub.cross_process
             else None
         )
@@ -400,6 +412,7 @@ class ConversationHub:
                 self._outbox.task_done()
 
     def publish_soon(self, send: Awaitable[None]) -> None:
+        """Queue a send to other processes; sends run one at a time, in order."""
         if self._outbox is not None:
             self._outbox.put_nowait(send)
         elif asyncio.iscoroutine(send):
