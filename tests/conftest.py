@@ -39,14 +39,21 @@ def _close_worker_thread_connections(request: pytest.FixtureRequest) -> Iterator
     request.getfixturevalue("django_db_setup")
     blocker = request.getfixturevalue("django_db_blocker")
     yield
-    from django.db import connection
+    from concurrent.futures import ThreadPoolExecutor
 
-    with blocker.unblock():
-        if connection.vendor != "postgresql":
-            return
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        connection.close()
+    from django.db import connection, connections
+
+    def end_other_sessions() -> None:
+        # In a thread of its own: browser tests leave an event loop marked running in this one.
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        finally:
+            connections.close_all()
+
+    if connection.vendor == "postgresql":
+        with blocker.unblock(), ThreadPoolExecutor(1) as pool:
+            pool.submit(end_other_sessions).result()
