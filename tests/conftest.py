@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -56,4 +57,7 @@ def _close_worker_thread_connections(request: pytest.FixtureRequest) -> Iterator
 
     if connection.vendor == "postgresql":
         with blocker.unblock(), ThreadPoolExecutor(1) as pool:
-            pool.submit(end_other_sessions).result()
+            try:
+                pool.submit(end_other_sessions).result()
+            except Exception as exc:  # only a courtesy to the teardown that follows
+                warnings.warn(f"could not end other database sessions: {exc}", stacklevel=1)
