@@ -3,10 +3,12 @@
     .venv/bin/python bench/history.py
 
 It creates its own PostgreSQL database (dropped at the end), stores three conversations of
-varied message lengths, and times building the request for the newest message (what
-``message_send`` runs inside its transaction), repeated, reporting the median as a ratio to the
-100-message case (target: under 3x at 10,000). It also counts the message texts each build
-loads, which must be only those of the messages sent, never the whole conversation.
+varied message lengths, and times planning the request for the newest message (what
+``message_send`` runs inside its transaction: conversations.history.plan_request), with strategy
+"drop" and with "summarize" (a stored summary covering all but the last 20 messages), repeated,
+reporting the median as a ratio to the 100-message case (target: under 3x at 10,000). It also
+counts the message texts each build reads, which must be only those of the messages sent,
+never the whole conversation.
 
 BENCH_DATABASE_URL (else TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432) names the
 server; the database name in it is ignored.
@@ -97,7 +99,7 @@ def _store_conversation(owner, model, size: int, rng: random.Random):
                 role=role,
                 content=text,
                 token_count=message_tokens(text),
-                **({"depth": index} if hasattr(Message, "depth") else {}),
+                depth=index,
             )
         )
     Message.objects.bulk_create(rows, batch_size=2000)
@@ -126,6 +128,28 @@ class QueryCounter:
         return result
 
 
+def _summarize_all_but(conversation, newest, tail: int) -> None:
+    """A stored summary covering the branch up to ``tail`` messages before the newest, as a
+    conversation that has been going on with strategy "summarize" has."""
+    from conversations.models import Message, Summary
+
+    ids = list(
+        Message.objects.filter(conversation=conversation)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    end = ids[-tail - 1]
+    text = "The user and the assistant discussed " + "many things, " * 150
+    Summary.objects.create(
+        conversation=conversation,
+        first_message_id=ids[0],
+        last_message_id=end,
+        message_count=len(ids) - tail,
+        content=text,
+        token_count=len(text.split()),
+    )
+
+
 def run() -> None:
     import django
 
@@ -135,7 +159,7 @@ def run() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from conversations.history import build_request_context
+    from conversations.history import plan_request
     from tests.factories import make_chat_model, make_user
 
     owner = make_user("bench")
@@ -144,40 +168,45 @@ def run() -> None:
     )
     rng = random.Random(5)
     stored = {size: _store_conversation(owner, model, size, rng) for size in SIZES}
+    for conversation, newest in stored.values():
+        _summarize_all_but(conversation, newest, tail=20)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
-    def build(size: int):
+    def build(size: int, strategy: str):
         conversation, newest = stored[size]
-        return build_request_context(conversation=conversation, newest=newest, model=model)
+        conversation.context_strategy = strategy  # in memory only: what plan_request reads
+        plan = plan_request(conversation=conversation, newest=newest, model=model)
+        assert plan.context is not None, "the benchmark must not need a summary call"
+        return plan.context
 
-    medians: dict[int, float] = {}
-    counts: dict[int, QueryCounter] = {}
-    sent: dict[int, int] = {}
-    for size in SIZES:
-        build(size)  # warm up: caches, the tokenizer, the plan
-        counter = QueryCounter()
-        with connection.execute_wrapper(counter):
-            context = build(size)
-        counts[size], sent[size] = counter, len(context.sent_ids)
-    # Interleaved rounds, so a slow moment on a shared machine hurts every size alike.
-    times: dict[int, list[float]] = {size: [] for size in SIZES}
-    for _ in range(REPEAT):
+    print(f"history: building one request, median of {REPEAT} runs, PostgreSQL")
+    for strategy in ("drop", "summarize"):
+        counts: dict[int, QueryCounter] = {}
+        sent: dict[int, int] = {}
         for size in SIZES:
-            began = time.perf_counter()
-            build(size)
-            times[size].append(time.perf_counter() - began)
-    for size in SIZES:
-        medians[size] = statistics.median(times[size])
-
-    base = medians[SIZES[0]]
-    print(f"history: building one request (strategy drop), median of {REPEAT} runs, PostgreSQL")
-    for size in SIZES:
-        c = counts[size]
-        print(
-            f"  {size:>6,} messages: {medians[size] / base:5.2f}x the 100-message case  "
-            f"({c.queries} queries; texts loaded: {c.texts} = the {sent[size]} messages sent)"
-        )
+            build(size, strategy)  # warm up: caches, the tokenizer, the query plan
+            counter = QueryCounter()
+            with connection.execute_wrapper(counter):
+                context = build(size, strategy)
+            counts[size], sent[size] = counter, len(context.sent_ids) - 1
+        # Interleaved rounds, so a slow moment on a shared machine hurts every size alike.
+        times: dict[int, list[float]] = {size: [] for size in SIZES}
+        for _ in range(REPEAT):
+            for size in SIZES:
+                began = time.perf_counter()
+                build(size, strategy)
+                times[size].append(time.perf_counter() - began)
+        medians = {size: statistics.median(times[size]) for size in SIZES}
+        base = medians[SIZES[0]]
+        print(f"  strategy {strategy}:")
+        for size in SIZES:
+            c = counts[size]
+            print(
+                f"    {size:>6,} messages: {medians[size] / base:5.2f}x the 100-message case  "
+                f"({c.queries} queries; texts read: {c.texts}, the {sent[size]} earlier "
+                "messages sent)"
+            )
 
 
 if __name__ == "__main__":
