@@ -44,9 +44,11 @@ from providers.models import ChatModel, ContextStrategy
 # When turns must be folded into the summary, recent turns keep at most this share of the room,
 # so that the next few turns fit without another summary call.
 KEEP_FRACTION = 0.5
-# A provider's count is trusted to differ from ours by at most this much either way: a bogus
-# usage report must not shrink or stretch every request without bound.
-RATIO_BOUNDS = (0.5, 4.0)
+# How far a provider's count may move our estimate. Real tokenizers differ from cl100k by about
+# 0.85x-1.4x; below that a report is more likely wrong (some providers leave cached input out of
+# prompt_tokens) and trusting it would overflow the window, so it may only shrink requests a
+# little, while a larger count (the safe direction) is followed much further.
+RATIO_BOUNDS = (0.75, 4.0)
 # Newer reports weigh more: each report keeps this share of what was learned before.
 RATIO_DECAY = 0.8
 SUMMARY_HEADING = (
