@@ -457,3 +457,39 @@ async def test_an_admin_designated_model_writes_the_summaries(alice, small_model
     assert reply["model"] == "fake-model"
     summary = await db(Summary.objects.get)()
     assert (summary.model_id, summary.model_name) == (summarizer.id, "summarizer")
+
+
+async def test_a_page_opened_while_summarizing_is_told_so(alice, small_model, fake_upstream):
+    model = await db(small_model)()
+    conversation = await db(_stored_history)(alice, model, 30, random.Random(51))
+    upstream = Upstream(random.Random(52))
+
+    def slow_summaries(body: dict) -> Script:
+        script = upstream(body)
+        if is_summary_call(body):
+            return Script.stream(script.texts, first_delay=1.5, usage=script.usage)
+        return script
+
+    fake_upstream.responder = slow_summaries
+    first, _ = await open_socket(alice)
+    await first.send_json_to(
+        {
+            "type": "send",
+            "conversation": str(conversation.id),
+            "content": "Catch me up",
+            "client_id": str(uuid.uuid4()),
+        }
+    )
+    await receive_until(first, "reply.status", timeout=10)
+    second, _ = await open_socket(alice)
+    await second.send_json_to({"type": "subscribe", "conversation": str(conversation.id)})
+    joined = await receive_until(second, "subscribed", timeout=10)
+    done = await receive_until(second, "reply.done", timeout=30)
+    await first.disconnect()
+    await second.disconnect()
+    await settle()
+
+    kinds = [f["type"] for f in joined]
+    assert kinds == ["reply.snapshot", "reply.status", "subscribed"]
+    assert joined[1]["text"] == "Summarizing earlier messages…"
+    assert done[0]["type"] == "context"
