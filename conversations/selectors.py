@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 
 from conversations.errors import ConversationNotFound
 from conversations.models import Conversation, Message, ReplyContext, Summary
-from providers.models import ChatModel, ContextStrategy
+from providers.models import ChatModel
 
 
 def conversation_get_for_user(
@@ -148,7 +148,3 @@ def context_strategy_default(*, conversation: Conversation) -> str:
     """The strategy a conversation follows when it has not chosen one."""
     model = conversation.model
     return (model.context_strategy if model else "") or settings.CHAT_CONTEXT_STRATEGY
-
-
-def context_strategy_label(strategy: str) -> str:
-    return ContextStrategy(strategy).label
