@@ -226,6 +226,23 @@ CHAT_REMOTE_FRAME_INTERVAL = float(env_int("CHAT_REMOTE_FRAME_INTERVAL_MS", 50))
 CHAT_DEFAULT_CONTEXT_WINDOW = env_int("CHAT_DEFAULT_CONTEXT_WINDOW", 8192)
 CHAT_DEFAULT_MAX_OUTPUT_TOKENS = env_int("CHAT_DEFAULT_MAX_OUTPUT_TOKENS", 1024)
 CHAT_CONTEXT_SAFETY_MARGIN = env_int("CHAT_CONTEXT_SAFETY_MARGIN", 64)
+# What happens to turns that no longer fit a model's window, unless the model or the
+# conversation chooses: "summarize" (a model writes a summary that is sent in their place) or
+# "drop" (they are left out). Summarize is the default because the model then keeps the gist of
+# the whole conversation, which is what people expect of a chat that "remembers"; it costs one
+# extra call each time about half a window of new history has to be folded in, and falls back
+# to drop (saying so) when that call fails.
+CHAT_CONTEXT_STRATEGY = env_str("CHAT_CONTEXT_STRATEGY", "summarize")
+if CHAT_CONTEXT_STRATEGY not in ("summarize", "drop"):
+    raise ImproperlyConfigured(
+        f"CHAT_CONTEXT_STRATEGY must be summarize or drop, not {CHAT_CONTEXT_STRATEGY!r}"
+    )
+# Longest summary asked for (tokens); never more than a quarter of a model's prompt budget.
+CHAT_SUMMARY_MAX_TOKENS = env_int("CHAT_SUMMARY_MAX_TOKENS", 600)
+# Summary calls one request may make before its reply starts; a longer backlog (a very long
+# conversation meeting a small model) is folded in over the next requests, the rest of it left
+# out meanwhile.
+CHAT_SUMMARY_MAX_CALLS = env_int("CHAT_SUMMARY_MAX_CALLS", 3)
 
 # The provider configured from the conventional OpenAI variables (synced by `manage.py setup`).
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")

@@ -173,6 +173,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     message=frame.get("message"), seq=frame.get("seq"), for_remote=False
                 )
             )
+            if generation.status_frame is not None:
+                await self.send_frame(generation.status_frame)
         elif stored is not None:
             await self.send_frame(stored)
             # Another process may be writing it: ask that one for exactly what is missing.

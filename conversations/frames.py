@@ -6,9 +6,12 @@ belong on the event loop); call through database_sync_to_async.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.template.loader import render_to_string
 
 from conversations.models import Conversation, Message
+from conversations.selectors import context_divider
 
 PAGE = "conversations/partials.html"
 
@@ -57,4 +60,18 @@ def conversation_frame(conversation: Conversation) -> dict:
         "header_html": render_to_string(
             f"{PAGE}#conversation-title", {"conversation": conversation}
         ),
+    }
+
+
+def context_frame(conversation_id: UUID, reply_id: int) -> dict:
+    """Where the model's view of the conversation begins for this reply: the page puts the
+    divider above message ``before`` (``html`` is empty when the reply was sent everything)."""
+    divider = context_divider(reply_id=reply_id)
+    html = render_to_string(f"{PAGE}#context-divider", {"divider": divider}) if divider else ""
+    return {
+        "type": "context",
+        "conversation": str(conversation_id),
+        "message": reply_id,
+        "before": divider.before_id if divider else None,
+        "html": html,
     }

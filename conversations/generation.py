@@ -23,10 +23,12 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from conversations import services
-from conversations.frames import reply_done_frame
+from conversations import selectors, services, summaries
+from conversations.errors import ChatError
+from conversations.frames import context_frame, reply_done_frame
+from conversations.history import SummaryWork
 from conversations.models import Message
-from providers.client import stream_chat
+from providers.client import ChatRequest, stream_chat
 from providers.events import (
     Finish,
     ReasoningDelta,
@@ -45,6 +47,12 @@ T = TypeVar("T")
 # would otherwise queue every stream's flush behind every other (see PERF-NOTES).
 def db_write(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return database_sync_to_async(func, thread_sensitive=False)
+
+
+# Reads that need no shared transaction, likewise.
+db_read = db_write
+
+SUMMARIZING_TEXT = "Summarizing earlier messages…"
 
 
 class Subscriber(Protocol):
@@ -142,6 +150,10 @@ class Generation:
         )
         self._last_flush_at = 0.0
         self._flush_task: asyncio.Task[None] | None = None
+        # A "reply.status" frame while the reply waits on something other than its tokens
+        # (summarizing earlier messages), for sockets that join meanwhile.
+        self.status_frame: dict | None = None
+        self.estimated_prompt_tokens = plan.estimated_prompt_tokens
 
     # --- state -----------------------------------------------------------------------------
     def text_of(self, field: str, upto: int | None = None) -> str:
@@ -237,8 +249,9 @@ class Generation:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
+            request = await self._prepare()
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
-            async with aclosing(stream_chat(self.plan.config, self.plan.request)) as events:
+            async with aclosing(stream_chat(self.plan.config, request)) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         await self._append("content", event.text)
@@ -262,16 +275,77 @@ class Generation:
                 task.uncancel()
             status = Message.Status.STOPPED
             finish_reason = "stopped"
+        except ChatError as exc:  # the request could not be built (told to the user as it is)
+            error = UpstreamError(kind="bad_request", message=exc.message)
         except Exception as exc:  # a bug must still leave the reply closed, not "streaming"
             logger.exception("generation for reply %s failed", self.reply_id)
             error = UpstreamError(kind="internal", message=f"Internal error: {type(exc).__name__}")
         finally:
             heartbeat.cancel()
+            self.status_frame = None
         if error is not None:
             has_text = any(field == "content" for field, _ in self.parts)
             interrupted = has_text and error.kind in {"interrupted", "timeout", "stream_error"}
             status = Message.Status.INTERRUPTED if interrupted else Message.Status.ERROR
         await self._finish(status, finish_reason, error, usage, tool_calls)
+
+    async def _prepare(self) -> ChatRequest:
+        """The request to send: after writing the summaries the plan asks for, if any. Then
+        every page showing the conversation learns where the model's view of it begins."""
+        request = self.plan.request
+        if self.plan.summarize is not None:
+            request = await self._summarize(self.plan.summarize)
+        frame = await db_read(context_frame)(self.conversation_id, self.reply_id)
+        await self.hub.broadcast(self.conversation_id, frame)
+        return request
+
+    async def _summarize(self, work: SummaryWork) -> ChatRequest:
+        """Fold the turns that no longer fit into the summary, one call per step (each stored as
+        it arrives, so a later failure keeps the progress), then build the request around it.
+        A failed call falls back to leaving those turns out, and the reply says so."""
+        self.status_frame = {
+            "type": "reply.status",
+            "conversation": str(self.conversation_id),
+            "message": self.reply_id,
+            "status": "summarizing",
+            "text": SUMMARIZING_TEXT,
+        }
+        await self.hub.broadcast(self.conversation_id, self.status_frame)
+        summary_id = work.base_summary_id
+        failure = ""
+        for step in work.steps:
+            previous, source = await db_read(selectors.summary_source)(
+                summary_id=summary_id, message_ids=step.message_ids
+            )
+            if not source:
+                continue
+            result = await summaries.write_summary(
+                work.config,
+                summaries.summary_request(
+                    model=work.summarizer_name,
+                    previous=previous,
+                    messages=source,
+                    max_tokens=work.max_tokens,
+                    input_tokens=work.input_tokens,
+                ),
+            )
+            if result.error:
+                logger.warning("summary for reply %s failed: %s", self.reply_id, result.error)
+                failure = result.error
+                break
+            summary_id = await db_write(services.summary_store)(
+                work=work, step=step, previous_id=summary_id, result=result
+            )
+        self.status_frame = None
+        context = await db_write(services.reply_context_build)(
+            reply_id=self.reply_id, work=work, summary_id=summary_id, failure=failure
+        )
+        self.estimated_prompt_tokens = context.estimated_prompt_tokens
+        return ChatRequest(
+            model=self.plan.request.model,
+            messages=context.messages,
+            params=self.plan.request.params,
+        )
 
     async def _finish(
         self,
@@ -313,7 +387,22 @@ class Generation:
             }
         finally:
             self.hub.forget(self)
+        # Before the pages hear the reply ended: the next message must see the correction.
+        await self._learn_from(usage)
         await self.hub.broadcast(self.conversation_id, frame)
+
+    async def _learn_from(self, usage: Usage | None) -> None:
+        """Correct the model's token estimate by what its provider counted for this prompt."""
+        if usage is None or not usage.prompt_tokens or self.plan.chat_model_id is None:
+            return
+        try:
+            await db_write(services.token_ratio_observe)(
+                chat_model_id=self.plan.chat_model_id,
+                estimated=self.estimated_prompt_tokens,
+                reported=usage.prompt_tokens,
+            )
+        except Exception:
+            logger.exception("could not record the token usage of reply %s", self.reply_id)
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -395,9 +484,12 @@ class ConversationHub:
             frame = generation.resume_frame(
                 message=message.get("message"), seq=message.get("seq"), for_remote=True
             )
-            await self._layer.send(
-                message["reply_channel"], {"type": "chat.frame", "origin": "", "frame": frame}
-            )
+            for each in (frame, generation.status_frame):
+                if each is not None:
+                    await self._layer.send(
+                        message["reply_channel"],
+                        {"type": "chat.frame", "origin": "", "frame": each},
+                    )
 
     async def _publish_in_order(self) -> None:
         assert self._outbox is not None

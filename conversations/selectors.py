@@ -5,6 +5,7 @@ Sync functions: the consumer calls them through ``database_sync_to_async``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from conversations.errors import ConversationNotFound
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, ReplyContext, Summary
 from providers.models import ChatModel
 
 
@@ -69,7 +70,8 @@ def path_ids(*, conversation: Conversation) -> list[int]:
 
 def messages_on_path(*, conversation: Conversation) -> list[Message]:
     ids = path_ids(conversation=conversation)
-    by_id = Message.objects.in_bulk(ids)
+    # sent_context: a reply's note (e.g. summarizing failed) is shown on it; joined, not N+1.
+    by_id = Message.objects.select_related("sent_context").in_bulk(ids)
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -87,3 +89,62 @@ def streaming_reply(*, conversation: Conversation) -> Message | None:
         .order_by("-id")
         .first()
     )
+
+
+# --- context management (conversations/history.py) --------------------------------------------
+
+
+def summary_source(
+    *, summary_id: int | None, message_ids: Sequence[int]
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """What a summary call folds together: the old summary's text and the messages' texts."""
+    previous = None
+    if summary_id is not None:
+        previous = Summary.objects.filter(id=summary_id).values_list("content", flat=True).first()
+    rows = {
+        row[0]: (row[1], row[2])
+        for row in Message.objects.filter(id__in=message_ids).values_list("id", "role", "content")
+    }
+    return previous, [rows[i] for i in message_ids if i in rows]
+
+
+@dataclass(frozen=True)
+class ContextDivider:
+    """Where the model's view of the conversation began for the latest reply."""
+
+    before_id: int
+    earlier: int
+    summarized: int
+    summary: Summary | None
+
+    @property
+    def not_sent(self) -> int:
+        return self.earlier - self.summarized
+
+
+def context_divider(*, reply_id: int | None) -> ContextDivider | None:
+    """The divider for this reply's request, or None when it was sent the whole branch."""
+    if reply_id is None:
+        return None
+    record = ReplyContext.objects.select_related("summary").filter(reply_id=reply_id).first()
+    if record is None or record.earlier_count == 0:
+        return None
+    return ContextDivider(
+        before_id=record.first_sent_id,
+        earlier=record.earlier_count,
+        summarized=min(record.summarized_count, record.earlier_count),
+        summary=record.summary,
+    )
+
+
+def latest_reply_id(messages: Sequence[Message]) -> int | None:
+    for message in reversed(messages):
+        if message.role == Message.Role.ASSISTANT:
+            return message.id
+    return None
+
+
+def context_strategy_default(*, conversation: Conversation) -> str:
+    """The strategy a conversation follows when it has not chosen one."""
+    model = conversation.model
+    return (model.context_strategy if model else "") or settings.CHAT_CONTEXT_STRATEGY

@@ -7,23 +7,34 @@ Sync functions: the consumer calls them through ``database_sync_to_async``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from conversations.errors import ChatError
-from conversations.history import build_request_context, context_budget
-from conversations.models import Conversation, Message
+from conversations.history import (
+    RATIO_DECAY,
+    ContextTooLarge,
+    RequestContext,
+    SummaryStep,
+    SummaryWork,
+    build_request_context,
+    context_budget,
+    plan_request,
+)
+from conversations.models import Conversation, Message, ReplyContext, Summary, TokenCalibration
 from conversations.selectors import chat_model_default, conversation_get_for_user
+from conversations.summaries import SummaryResult
 from conversations.tokens import message_tokens
 from providers.client import ChatRequest, ProviderConfig
 from providers.events import Usage
-from providers.models import ChatModel
+from providers.models import ChatModel, ContextStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,11 @@ class GenerationPlan:
     config: ProviderConfig
     request: ChatRequest
     model_label: str
+    # Summaries to write before the request can be built (then ``request`` has no messages yet).
+    summarize: SummaryWork | None = None
+    # Our estimate of the request's size and its model, to learn from the usage reported.
+    estimated_prompt_tokens: int = 0
+    chat_model_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,12 +173,11 @@ def message_send(
                 updated_at=now,
             )
             # Raises ContextTooLarge before anything is committed.
-            context = build_request_context(
-                conversation=conversation, newest=user_message, model=model
-            )
+            context_plan = plan_request(conversation=conversation, newest=user_message, model=model)
             reply = Message.objects.create(
                 conversation=conversation,
                 parent=user_message,
+                depth=user_message.depth + 1,
                 role=Message.Role.ASSISTANT,
                 status=Message.Status.STREAMING,
                 model=model,
@@ -170,6 +185,9 @@ def message_send(
                 created_at=now,
                 updated_at=now,
             )
+            context = context_plan.context
+            if context is not None:
+                _reply_context_store(reply_id=reply.id, context=context)
             conversation.current_leaf = reply
             conversation.updated_at = now
             update = ["current_leaf", "updated_at"]
@@ -195,11 +213,135 @@ def message_send(
         user_id=user.pk,
         config=model.provider.to_config(),
         request=ChatRequest(
-            model=model.name, messages=context.messages, params={"max_tokens": reserved}
+            model=model.name,
+            messages=context.messages if context is not None else [],
+            params={"max_tokens": reserved},
         ),
         model_label=model.label,
+        summarize=context_plan.work,
+        estimated_prompt_tokens=context.estimated_prompt_tokens if context is not None else 0,
+        chat_model_id=model.id,
     )
     return SendOutcome(conversation, user_message, reply, created_conversation, plan)
+
+
+def conversation_set_context_strategy(*, conversation: Conversation, strategy: object) -> None:
+    """Choose what happens to this conversation's turns that no longer fit ("" = default)."""
+    if strategy not in ("", *ContextStrategy.values):
+        raise ChatError("Choose one of the options offered.", code="bad_strategy")
+    conversation.context_strategy = strategy
+    conversation.save(update_fields=["context_strategy"])
+
+
+def _reply_context_store(*, reply_id: int, context: RequestContext) -> None:
+    ReplyContext.objects.create(
+        reply_id=reply_id,
+        strategy=context.strategy,
+        first_sent_id=context.first_sent_id,
+        summary_id=context.summary_id,
+        earlier_count=context.earlier_count,
+        summarized_count=context.summarized_count,
+        note=context.note,
+        estimated_prompt_tokens=context.estimated_prompt_tokens,
+        budget=context.budget,
+    )
+
+
+def summary_store(
+    *, work: SummaryWork, step: SummaryStep, previous_id: int | None, result: SummaryResult
+) -> int:
+    """Store a summary a model wrote; returns its id.
+
+    Every summary call that produced a summary is recorded here and only here, with the usage
+    the provider reported (or our estimate): usage accounting and limits hook in at this point,
+    as they do for replies in reply_finish.
+    """
+    usage = result.usage
+    reported = usage is not None and usage.prompt_tokens is not None
+    summary = Summary.objects.create(
+        conversation_id=work.conversation_id,
+        previous_id=previous_id,
+        first_message_id=work.first_message_id,
+        last_message_id=step.last_id,
+        message_count=step.last_depth + 1,
+        content=result.text,
+        token_count=message_tokens(result.text),
+        model_id=work.summarizer_id,
+        model_name=work.summarizer_label,
+        prompt_tokens=usage.prompt_tokens if reported else result.estimated_prompt_tokens,
+        completion_tokens=(
+            usage.completion_tokens
+            if reported and usage.completion_tokens is not None
+            else message_tokens(result.text)
+        ),
+        usage_estimated=not reported,
+    )
+    if reported:
+        token_ratio_observe(
+            chat_model_id=work.summarizer_id,
+            estimated=result.estimated_prompt_tokens,
+            reported=usage.prompt_tokens,
+        )
+    return summary.id
+
+
+def reply_context_build(
+    *, reply_id: int, work: SummaryWork, summary_id: int | None, failure: str = ""
+) -> RequestContext:
+    """After the summary calls: build the reply's request around the newest summary, and record
+    it for the page's divider. When summarizing failed (``failure``), the turns it should have
+    covered are left out for this request, and the reply says so."""
+    newest = Message.objects.select_related("conversation").get(id=work.newest_id)
+    model = ChatModel.objects.get(id=work.model_id)
+    summary = Summary.objects.get(id=summary_id) if summary_id is not None else None
+    build = {"conversation": newest.conversation, "newest": newest, "model": model}
+    try:
+        context = build_request_context(**build, summary=summary, strategy="summarize")
+    except ContextTooLarge:
+        if summary is None:
+            raise
+        # The summary came out longer than asked for: this once, go without it.
+        context = build_request_context(**build, strategy="summarize")
+        failure = failure or "the summary came out too long to send"
+    if failure:
+        note = f"Earlier messages could not be summarized ({failure.rstrip('.')})."
+        count = context.not_sent_count
+        if count:
+            note += (
+                f" {count} earlier message{'s were' if count != 1 else ' was'} not sent to the "
+                "model for this reply."
+            )
+        context = replace(context, note=note)
+    _reply_context_store(reply_id=reply_id, context=context)
+    return context
+
+
+def token_ratio_observe(*, chat_model_id: int, estimated: int, reported: int) -> None:
+    """Learn from a provider's prompt_tokens how its counts compare with our estimate."""
+    if estimated <= 0 or reported <= 0:
+        return
+    now = timezone.now()
+    changes = {
+        "estimated": F("estimated") * RATIO_DECAY + estimated,
+        "reported": F("reported") * RATIO_DECAY + reported,
+        "samples": F("samples") + 1,
+        "updated_at": now,
+    }
+    # One UPDATE, so that replies finishing at the same time each add their report.
+    if TokenCalibration.objects.filter(chat_model_id=chat_model_id).update(**changes):
+        return
+    try:
+        with transaction.atomic():
+            TokenCalibration.objects.create(
+                chat_model_id=chat_model_id,
+                estimated=estimated,
+                reported=reported,
+                samples=1,
+                updated_at=now,
+            )
+    except IntegrityError:
+        # Created meanwhile by another reply (or the model is gone): add to it if it exists.
+        TokenCalibration.objects.filter(chat_model_id=chat_model_id).update(**changes)
 
 
 def reply_flush(*, reply_id: int, content: str, reasoning: str) -> None:

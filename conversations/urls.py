@@ -10,4 +10,9 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation_detail"),
     path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation_rename"),
     path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation_delete"),
+    path(
+        "c/<uuid:conversation_id>/context/",
+        views.conversation_context_strategy,
+        name="conversation_context_strategy",
+    ),
 ]

@@ -31,9 +31,11 @@ def _owned(request: HttpRequest, conversation_id: UUID) -> Conversation:
 
 
 def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict:
+    messages = selectors.messages_on_path(conversation=conversation) if conversation else []
     return {
         "conversation": conversation,
-        "messages": selectors.messages_on_path(conversation=conversation) if conversation else [],
+        "messages": messages,
+        "divider": selectors.context_divider(reply_id=selectors.latest_reply_id(messages)),
         "sidebar": selectors.sidebar_page(user=request.user),
         "current_id": conversation.id if conversation else None,
         "default_model": selectors.chat_model_default(),
@@ -95,3 +97,23 @@ def conversation_delete(request: HttpRequest, conversation_id: UUID) -> HttpResp
     if request.htmx:
         return HttpResponseClientRedirect("/")
     return redirect("chat_home")
+
+
+@login_required
+@require_POST
+def conversation_context_strategy(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    error = ""
+    try:
+        services.conversation_set_context_strategy(
+            conversation=conversation, strategy=request.POST.get("strategy", "")
+        )
+    except ChatError as exc:
+        error = exc.message
+    if not request.htmx:
+        return redirect("conversation_detail", conversation_id=conversation.id)
+    return render(
+        request,
+        f"{PARTIALS}#context-strategy",
+        {"conversation": conversation, "strategy_error": error, "strategy_saved": not error},
+    )

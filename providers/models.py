@@ -8,6 +8,13 @@ from django.utils import timezone
 from providers.client import ProviderConfig
 
 
+class ContextStrategy(models.TextChoices):
+    """What the history service does with turns that no longer fit a model's window."""
+
+    SUMMARIZE = "summarize", "Summarize earlier messages"
+    DROP = "drop", "Leave out earlier messages"
+
+
 class Provider(models.Model):
     class Source(models.TextChoices):
         ADMIN = "admin", "Added by an admin"
@@ -62,6 +69,15 @@ class ChatModel(models.Model):
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(
         default=False, help_text="Used for new conversations when the user picks nothing."
+    )
+    # Blank: the site default (CHAT_CONTEXT_STRATEGY); a conversation may choose its own.
+    context_strategy = models.CharField(
+        max_length=10, choices=ContextStrategy.choices, blank=True, default=""
+    )
+    use_for_summaries = models.BooleanField(
+        default=False,
+        help_text="Writes the summaries of earlier messages for every conversation "
+        "(otherwise each conversation's own model does).",
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -178,6 +178,39 @@
       upsertMessage(frame.html);
       if (!state.streaming || state.streaming.message === frame.message) setStreaming(null);
     },
+    "reply.status"(frame) {
+      // The reply waits on something before its first token (summarizing earlier messages).
+      if (frame.conversation !== state.conversation) return;
+      const article = messagesEl.querySelector(`[data-message-id="${frame.message}"]`);
+      if (!article) return;
+      let status = article.querySelector("[data-reply-status]");
+      if (!frame.text) {
+        status?.remove();
+        return;
+      }
+      if (!status) {
+        status = document.createElement("p");
+        status.className = "message-status";
+        status.setAttribute("data-reply-status", "");
+        status.setAttribute("role", "status");
+        article.querySelector(".message-meta").after(status);
+      }
+      status.textContent = frame.text;
+    },
+    context(frame) {
+      // Where the model's view of the conversation begins: one divider, above message `before`.
+      if (frame.conversation !== state.conversation) return;
+      messagesEl.querySelector(`[data-message-id="${frame.message}"] [data-reply-status]`)?.remove();
+      document.getElementById("context-divider")?.remove();
+      if (!frame.html || frame.before == null) return;
+      const before = messagesEl.querySelector(`[data-message-id="${frame.before}"]`);
+      const divider = fragment(frame.html); // server-rendered partial; the summary is sanitized
+      if (!before || !divider) return;
+      const stick = nearBottom();
+      before.before(divider);
+      if (window.htmx) htmx.process(divider);
+      keepScrolled(stick);
+    },
     subscribed(frame) {
       if (frame.conversation === state.conversation && !frame.streaming) setStreaming(null);
     },
