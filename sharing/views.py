@@ -82,10 +82,15 @@ def _save(request: HttpRequest, conversation_id: UUID, *, rotate: bool) -> HttpR
         return _panel(request, conversation, error=form.first_error())
     action = services.share_rotate if rotate else services.share_save
     try:
-        action(conversation=conversation, settings=form.share_settings())
+        share = action(conversation=conversation, settings=form.share_settings())
     except ChatError as exc:
         return _panel(request, conversation, error=exc.message)
-    notice = "A new link was created; the old one no longer works." if rotate else "Link saved."
+    if rotate:
+        notice = "A new link was created; the old one no longer works."
+    elif share.created_at == share.updated_at:
+        notice = "Link created."
+    else:
+        notice = "Share updated: the same link now shows the conversation as it is now."
     if request.htmx:
         return _panel(request, conversation, notice=notice)
     return redirect("share_panel", conversation_id=conversation.id)
@@ -139,9 +144,10 @@ def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
     except ShareNotFound:
         raise Http404("This link does not exist or is no longer shared.") from None
     response = render(request, "sharing/shared.html", {"shared": shared, "token": token})
-    # Shared pages stay out of search engines, and the token out of other sites' logs.
+    # Shared pages stay out of search engines. The site-wide Referrer-Policy (same-origin)
+    # already keeps the token out of other sites' logs; "no-referrer" would make the browser
+    # send "Origin: null" with the Continue form, which CSRF protection rightly refuses.
     response["X-Robots-Tag"] = "noindex, nofollow"
-    response["Referrer-Policy"] = "no-referrer"
     return response
 
 
