@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "template_partials",
     "providers",
     "conversations",
+    "sharing",
 ]
 
 MIDDLEWARE = [
@@ -216,6 +217,8 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32_000)
 # Websocket frames larger than this are refused by the consumer with a clear error frame.
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 256 * 1024)
 CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30)
+# Largest export file (bytes) the import form accepts; a bigger one is refused with its size.
+CHAT_IMPORT_MAX_BYTES = env_int("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
 # A reply in progress is written to the database at most this often (seconds).
 CHAT_FLUSH_INTERVAL = float(env_int("CHAT_FLUSH_INTERVAL_MS", 1000)) / 1000
 # Tokens arriving faster than this are coalesced into one websocket frame (seconds).
