@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import template
 
 from providers.localmodel import DESCRIPTION
+from providers.localmodel import status as states
+from providers.localmodel.selectors import local_model_unwanted_reason
 from providers.localmodel.status import LocalModelStatus, status_read
 from providers.models import Provider
 
@@ -14,7 +16,11 @@ register = template.Library()
 @register.simple_tag
 def local_model_status() -> LocalModelStatus | None:
     """What the local model is doing (a small file read), for staff notices."""
-    return status_read()
+    current = status_read()
+    if current is not None and current.state == states.READY and local_model_unwanted_reason():
+        # A provider was added while it runs: no need to keep suggesting one.
+        return None
+    return current
 
 
 @register.simple_tag

@@ -236,6 +236,17 @@ def test_nothing_is_shown_when_the_local_model_is_not_used():
     assert 'id="local-model-status"' not in signed_in(is_staff=True).get("/").content.decode()
 
 
+def test_while_it_runs_staff_are_told_how_to_switch_until_a_provider_is_added(fake_upstream):
+    register_local()
+    status_write(LocalModelStatus(state=status.READY, message="Running gemma-3-270m."))
+    staff = signed_in(is_staff=True)
+    page = staff.get("/").content.decode()
+    assert "Running gemma-3-270m." in page and "configure a provider" in page
+
+    make_chat_model(fake_upstream.base_url)
+    assert "Running gemma-3-270m." not in staff.get("/").content.decode()
+
+
 def test_the_local_model_says_it_is_a_demo_model_wherever_it_is_named():
     model = register_local()
     user = make_user()
