@@ -132,8 +132,10 @@ def _with_usage(llama: Any, chunks: Iterator[dict], counts: _Counts) -> Iterator
                         started = bool(delta["content"])
             yield chunk
     finally:
-        # The server holds a lock around each request, so one count is in use at a time.
-        llama._teamchat_counts = None
+        # The server runs one request at a time, but a stream it abandoned (the client went
+        # away) may be finalized after the next one began: leave that one's counts alone.
+        if getattr(llama, "_teamchat_counts", None) is counts:
+            llama._teamchat_counts = None
     yield {
         "id": last.get("id", f"chatcmpl-{time.time_ns()}"),
         "object": "chat.completion.chunk",

@@ -84,6 +84,15 @@ def test_a_reply_stopped_early_reports_no_usage_and_leaves_no_counts():
     assert llama._teamchat_counts is None
 
 
+def test_an_abandoned_stream_finalized_late_does_not_clear_the_next_requests_counts():
+    llama = patched()()
+    abandoned = llama.create_chat_completion([{"role": "user", "content": "Hi"}], stream=True)
+    next(abandoned)
+    current = llama.create_chat_completion([{"role": "user", "content": "Hi"}], stream=True)
+    abandoned.close()
+    assert list(current)[-1]["usage"]["completion_tokens"] == 4
+
+
 def test_replies_are_capped_at_the_servers_limit():
     llama = patched(reply_cap=64)()
     for asked in (None, 0, 500):
