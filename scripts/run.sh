@@ -25,11 +25,14 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 where="Team Chat is at http://$HOST:$PORT/ (Ctrl+C stops it)"
 # With no provider configured, a small local model comes too (providers/localmodel/): `prepare`
-# installs it on first use and exits 0 when it is wanted and ready; `serve` then runs daphne
-# and the model server together. LOCAL_MODEL=off never starts it.
-if .venv/bin/python manage.py local_model prepare; then
-  echo "$where"
-  exec .venv/bin/python manage.py local_model serve --host "$HOST" --port "$PORT"
-fi
+# installs it on first use and exits 0 when it is wanted and ready, 130 when Ctrl+C stopped
+# its build; `serve` then runs daphne and the model server together. LOCAL_MODEL=off: never.
+prepared=0
+.venv/bin/python manage.py local_model prepare || prepared=$?
+case $prepared in
+  0) echo "$where"
+     exec .venv/bin/python manage.py local_model serve --host "$HOST" --port "$PORT" ;;
+  130) exit 130 ;;
+esac
 echo "$where"
 exec .venv/bin/python -m daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from providers.localmodel.supervisor import ChildSpec, Supervisor
 READY_TO_SERVE = 0
 FAILED = 1
 NOT_WANTED = 3
+INTERRUPTED = 130  # Ctrl+C during the build: the run command stops rather than going on
 
 # What the server needs importable (llama-cpp-python's [server] extra and the weights).
 _MODULES = (
@@ -121,19 +123,40 @@ def _write_weights() -> str | None:
     return _python(_ASSEMBLE, str(weights_path()))
 
 
-def _run_logged(argv: list[str], log_path: Path, out: IO[bytes]) -> int:
-    """Run a command, showing its output as it comes and keeping it in ``log_path``."""
+def _run_logged(argv: list[str], log_path: Path, out: IO[bytes]) -> int | None:
+    """Run a command, showing its output as it comes and keeping it in ``log_path``.
+
+    Its exit code, or None when Ctrl+C or SIGTERM interrupted it: pip reports an interrupted
+    build as an ordinary failure, which must not be mistaken for one.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            out.write(line)
-            out.flush()
-            log.write(line)
-        return process.wait()
+    interrupted = False
+    process: subprocess.Popen[bytes] | None = None
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        if process is not None:
+            process.terminate()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            if interrupted:
+                process.terminate()
+            assert process.stdout is not None
+            for line in process.stdout:
+                out.write(line)
+                out.flush()
+                log.write(line)
+            code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return None if interrupted else code
 
 
 def _fail(stage: str, message: str, *, log_path: Path | None, err: IO[str]) -> int:
@@ -184,6 +207,16 @@ def prepare(*, out: IO[str], out_bytes: IO[bytes], err: IO[str]) -> int:
         )
         log_path = directory / "build.log"
         code = _run_logged(pip_install_command(requirements), log_path, out_bytes)
+        if code is None:
+            status_write(
+                LocalModelStatus(
+                    state=status.STOPPED,
+                    message="Installing the local model server was interrupted; the next run "
+                    "starts it again.",
+                )
+            )
+            print("\nInterrupted.", file=err)
+            return INTERRUPTED
         if code != 0:
             return _fail(
                 status.STAGE_INSTALL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import sys
 from pathlib import Path
 
@@ -114,6 +115,26 @@ def test_a_failed_build_is_reported_with_its_output_and_the_app_goes_on(monkeypa
     assert "pip exited with code 1" in current.message
     assert "CMake Error: the compiler broke" in current.detail
     assert Path(current.log_path).read_text().strip() == "CMake Error: the compiler broke"
+
+
+# Stands in for a build the user stops with Ctrl+C (the terminal sends SIGINT to the group).
+INTERRUPTED_PIP = [
+    sys.executable,
+    "-c",
+    "import os, signal, time; print('Building wheel', flush=True);"
+    " os.kill(os.getppid(), signal.SIGINT); time.sleep(60)",
+]
+
+
+def test_ctrl_c_during_the_build_stops_the_run_command_instead_of_starting_the_app(monkeypatch):
+    monkeypatch.setattr(runner, "missing_requirements", lambda reqs: ["llama-cpp-python[server]"])
+    monkeypatch.setattr(runner, "pip_install_command", lambda requirements: INTERRUPTED_PIP)
+    previous = signal.getsignal(signal.SIGINT)
+    code, out = prepare()
+    assert code == runner.INTERRUPTED == 130  # scripts/run.sh exits on 130
+    assert "Interrupted." in out.all()
+    assert status_read().state == status.STOPPED
+    assert signal.getsignal(signal.SIGINT) == previous
 
 
 def test_the_install_command_installs_the_local_extra_of_pyproject():
