@@ -254,3 +254,18 @@ OPENAI_MODEL = env_str("OPENAI_MODEL")
 # A reply whose row has not been touched for this long has lost its process (a live one flushes
 # at least every 5 flush intervals); the start-up check and the periodic sweep mark it interrupted.
 CHAT_ORPHAN_AFTER = timedelta(seconds=env_int("CHAT_ORPHAN_AFTER_SECONDS", 30))
+
+# --- The bundled local model (providers/localmodel/) --------------------------------------------
+# With no provider configured, scripts/run.sh also runs a small model on loopback so a fresh
+# install can chat at once. "off" never starts it; a configured provider makes it unnecessary.
+LOCAL_MODEL = env_str("LOCAL_MODEL", "auto").strip().lower()
+if LOCAL_MODEL in {"0", "false", "no", "off"}:
+    LOCAL_MODEL = "off"
+elif LOCAL_MODEL in {"", "1", "true", "yes", "on", "auto"}:
+    LOCAL_MODEL = "auto"
+else:
+    raise ImproperlyConfigured(f"LOCAL_MODEL must be auto or off, not {LOCAL_MODEL!r}")
+# 0: a free loopback port each run. The server never listens beyond 127.0.0.1.
+LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 0)
+LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 8192)
+LOCAL_MODEL_MAX_TOKENS = env_int("LOCAL_MODEL_MAX_TOKENS", 512)

@@ -19,6 +19,7 @@ class Provider(models.Model):
     class Source(models.TextChoices):
         ADMIN = "admin", "Added by an admin"
         ENVIRONMENT = "env", "From OPENAI_* environment variables"
+        LOCAL = "local", "Bundled local demo model"
 
     name = models.CharField(max_length=100, unique=True)
     base_url = models.URLField(
