@@ -409,12 +409,21 @@ def _describe_tool_calls(tool_calls: ToolCalls) -> str:
     # This product does not run tools; it shows what the model asked for.
     lines = ["", "", "**The model asked to call tools** (not run by this app):", ""]
     for call in tool_calls.calls:
-        lines.append(f"- `{call.name}` with arguments:")
+        lines.append(f"- `{call.name or 'unnamed tool'}` with arguments:")
         lines.append("")
         lines.append("  ```json")
-        lines.extend(f"  {line}" for line in (call.arguments or "{}").splitlines())
+        lines.extend(f"  {line}" for line in _readable_arguments(call.arguments).splitlines())
         lines.append("  ```")
     return "\n".join(lines)
+
+
+def _readable_arguments(arguments: str) -> str:
+    """Arguments indented when they are JSON; as the model wrote them when they are not."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    return json.dumps(parsed, indent=2, ensure_ascii=False)
 
 
 class ConversationHub:

@@ -165,11 +165,37 @@ def resolve_strategy(*, conversation: Conversation, model: ChatModel) -> str:
     return conversation.context_strategy or model.context_strategy or settings.CHAT_CONTEXT_STRATEGY
 
 
-def context_budget(model: ChatModel) -> tuple[int, int]:
-    """(prompt budget, reserved max_tokens) for one request to ``model``, in its tokens."""
+def context_budget(model: ChatModel, max_tokens: int | None = None) -> tuple[int, int]:
+    """(prompt budget, reserved max_tokens) for one request to ``model``, in its tokens.
+
+    The reserve is exactly the max_tokens sent: the model's max output tokens, or less when the
+    conversation (or the model's default parameters) asks for less (``max_tokens``), and never
+    more than half the window.
+    """
     window = model.context_window or settings.CHAT_DEFAULT_CONTEXT_WINDOW
     reserved = min(model.max_output_tokens or settings.CHAT_DEFAULT_MAX_OUTPUT_TOKENS, window // 2)
+    if max_tokens:
+        reserved = min(reserved, max_tokens)
     return window - reserved - settings.CHAT_CONTEXT_SAFETY_MARGIN, reserved
+
+
+def reply_token_limit(model: ChatModel) -> int:
+    """The largest max_tokens a conversation may ask of ``model`` (what is asked is sent)."""
+    return context_budget(model)[1]
+
+
+def requested_max_tokens(*, conversation: Conversation, model: ChatModel) -> int | None:
+    """The reply length the conversation asks for, else the model's default parameter."""
+    for params in (conversation.params, model.default_params):
+        value = (params or {}).get("max_tokens")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def conversation_budget(*, conversation: Conversation, model: ChatModel) -> tuple[int, int]:
+    """context_budget for this conversation's requests to ``model``."""
+    return context_budget(model, requested_max_tokens(conversation=conversation, model=model))
 
 
 def token_ratio(model_id: int) -> float:
@@ -347,7 +373,7 @@ def build_request_context(
     not fit.
     """
     strategy = strategy or resolve_strategy(conversation=conversation, model=model)
-    budget, _ = context_budget(model)
+    budget, _ = conversation_budget(conversation=conversation, model=model)
     ratio = token_ratio(model.id)
     room = int(budget / ratio)
     system = system_text(conversation.system_prompt, summary.content if summary else None)
@@ -390,7 +416,7 @@ def plan_request(*, conversation: Conversation, newest: Message, model: ChatMode
             )
         )
 
-    budget, _ = context_budget(model)
+    budget, _ = conversation_budget(conversation=conversation, model=model)
     ratio = token_ratio(model.id)
     room = int(budget / ratio)
     prompt = conversation.system_prompt

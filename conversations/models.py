@@ -28,6 +28,9 @@ class Conversation(models.Model):
         "providers.ChatModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     system_prompt = models.TextField(blank=True)
+    # Sampling parameters the user set (providers.params); only these are sent, over the
+    # model's defaults.
+    params = models.JSONField(default=dict, blank=True)
     # Blank: the model's choice, else settings.CHAT_CONTEXT_STRATEGY (conversations/history.py).
     context_strategy = models.CharField(
         max_length=10, choices=ContextStrategy.choices, blank=True, default=""
@@ -222,3 +225,31 @@ class TokenCalibration(models.Model):
 
     def __str__(self) -> str:
         return f"Token calibration of model {self.chat_model_id}"
+
+
+class NewChatSettings(models.Model):
+    """What a user's next new chat starts with.
+
+    ``model`` is the model the user picked last (in any conversation), so new chats follow it.
+    The system prompt and parameters are what the user set on the new-chat page before the
+    first message; that first message hands them to the conversation it creates and clears them.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="new_chat_settings",
+    )
+    model = models.ForeignKey(
+        "providers.ChatModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    system_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "new chat settings"
+
+    def __str__(self) -> str:
+        return f"New chat settings of {self.user}"

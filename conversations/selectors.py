@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from conversations.errors import ConversationNotFound
-from conversations.models import Conversation, Message, ReplyContext, Summary
+from conversations.models import Conversation, Message, NewChatSettings, ReplyContext, Summary
 from providers.models import ChatModel
 
 
@@ -81,6 +81,38 @@ def chat_models_enabled() -> QuerySet[ChatModel]:
 
 def chat_model_default() -> ChatModel | None:
     return chat_models_enabled().order_by("-is_default", "provider__name", "name").first()
+
+
+def new_chat_settings(*, user: AbstractBaseUser) -> NewChatSettings | None:
+    return NewChatSettings.objects.select_related("model__provider").filter(user=user).first()
+
+
+def chat_model_for_new_chat(
+    *, user: AbstractBaseUser, settings_row: NewChatSettings | None = None
+) -> ChatModel | None:
+    """The model a new chat starts with: the one the user picked last, while it is available,
+    otherwise the default."""
+    row = settings_row if settings_row is not None else new_chat_settings(user=user)
+    if row is not None and row.model is not None and row.model.is_available:
+        return row.model
+    return chat_model_default()
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    provider: str
+    models: list[ChatModel]
+
+
+def chat_model_groups() -> list[ModelGroup]:
+    """The models users may pick, grouped by provider, for the picker."""
+    groups: dict[int, ModelGroup] = {}
+    for chat_model in chat_models_enabled().order_by("provider__name", "name"):
+        group = groups.setdefault(chat_model.provider_id, ModelGroup(chat_model.provider.name, []))
+        group.models.append(chat_model)
+    for group in groups.values():
+        group.models.sort(key=lambda chat_model: chat_model.label.lower())
+    return list(groups.values())
 
 
 def streaming_reply(*, conversation: Conversation) -> Message | None:

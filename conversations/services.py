@@ -26,15 +26,36 @@ from conversations.history import (
     SummaryWork,
     build_request_context,
     context_budget,
+    conversation_budget,
     plan_request,
+    reply_token_limit,
 )
-from conversations.models import Conversation, Message, ReplyContext, Summary, TokenCalibration
-from conversations.selectors import chat_model_default, conversation_get_for_user
+from conversations.models import (
+    Conversation,
+    Message,
+    NewChatSettings,
+    ReplyContext,
+    Summary,
+    TokenCalibration,
+)
+from conversations.selectors import (
+    chat_model_for_new_chat,
+    chat_models_enabled,
+    conversation_get_for_user,
+    new_chat_settings,
+)
 from conversations.summaries import SummaryResult
 from conversations.tokens import message_tokens
 from providers.client import ChatRequest, ProviderConfig
 from providers.events import Usage
 from providers.models import ChatModel, ContextStrategy
+from providers.params import (
+    ACCEPTABLE_PARAMS,
+    JSON_MODE,
+    ParamError,
+    clean_params,
+    request_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +65,10 @@ TITLE_MAX_CHARS = 80
 NO_MODEL_MESSAGE = (
     "No model is configured yet. An admin can add a provider in the admin pages "
     "(/admin/), or start the app with OPENAI_BASE_URL, OPENAI_API_KEY and OPENAI_MODEL set."
+)
+MODEL_UNAVAILABLE_MESSAGE = (
+    "The model of this conversation, {label}, has been turned off by an admin. Pick another "
+    "model in the conversation settings, then send again. Your message is still in the box."
 )
 BUSY_MESSAGE = (
     "A reply is still being written in this conversation. Wait for it to finish, or press Stop, "
@@ -100,7 +125,127 @@ def validate_message_content(content: object) -> str:
 
 
 def conversation_create(*, owner: AbstractBaseUser, model: ChatModel | None = None) -> Conversation:
-    return Conversation.objects.create(owner=owner, model=model or chat_model_default())
+    return Conversation.objects.create(
+        owner=owner, model=model or chat_model_for_new_chat(user=owner)
+    )
+
+
+# -- model, system prompt and parameters ----------------------------------------------------
+
+
+class SettingsInvalid(ChatError):
+    """Settings that cannot be saved; ``errors`` maps form field names to plain words."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(" ".join(errors.values()), code="invalid_settings")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    model: ChatModel
+    system_prompt: str
+    params: dict[str, object]
+
+
+def chat_settings_validate(
+    *, model_id: object, system_prompt: object, params: dict[str, object]
+) -> ChatSettings:
+    """Check a model choice, a system prompt and parameters together; SettingsInvalid if not.
+
+    Parameters the model does not accept are dropped, not refused: the settings panel shows
+    only the model's own, and switching models keeps what both accept.
+    """
+    errors: dict[str, str] = {}
+    model = None
+    if model_id not in (None, ""):
+        try:
+            model = chat_models_enabled().filter(pk=int(str(model_id))).first()
+        except ValueError:
+            model = None
+    if model is None:
+        errors["model"] = "Pick one of the available models."
+    if not isinstance(system_prompt, str):
+        system_prompt = ""
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(system_prompt) > limit:
+        errors["system_prompt"] = (
+            f"The system prompt is {len(system_prompt):,} characters long; the limit is {limit:,}."
+        )
+    try:
+        cleaned = clean_params(params)
+    except ParamError as exc:
+        errors.update(exc.errors)
+        cleaned = {}
+    if model is not None:
+        cleaned = {
+            key: value
+            for key, value in cleaned.items()
+            if (key not in ACCEPTABLE_PARAMS or key in model.accepted_params)
+            and (key != JSON_MODE or model.accepts_json_mode)
+        }
+        max_tokens = cleaned.get("max_tokens")
+        top = reply_token_limit(model)
+        if isinstance(max_tokens, int) and max_tokens > top:
+            errors["max_tokens"] = f"{model.label} writes at most {top:,} tokens per reply."
+        budget, _ = context_budget(model, max_tokens if isinstance(max_tokens, int) else None)
+        needed = message_tokens(system_prompt) if system_prompt else 0
+        if "system_prompt" not in errors and needed > budget:
+            errors["system_prompt"] = (
+                f"This system prompt is about {needed:,} tokens, but {model.label} accepts at "
+                f"most {budget:,} per request. Shorten it."
+            )
+    if errors:
+        raise SettingsInvalid(errors)
+    assert model is not None
+    return ChatSettings(model=model, system_prompt=system_prompt, params=cleaned)
+
+
+def _remember_model(*, user: AbstractBaseUser, model: ChatModel) -> None:
+    # New chats follow the model the user picked last.
+    NewChatSettings.objects.update_or_create(
+        user=user, defaults={"model": model, "updated_at": timezone.now()}
+    )
+
+
+def conversation_settings_update(
+    *,
+    conversation: Conversation,
+    model_id: object,
+    system_prompt: object,
+    params: dict[str, object],
+) -> Conversation:
+    """Save a conversation's model, system prompt and parameters, all or nothing."""
+    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    with transaction.atomic():
+        conversation.model = chosen.model
+        conversation.system_prompt = chosen.system_prompt
+        conversation.params = chosen.params
+        # Not updated_at: changing settings should not move the chat to the top of the list.
+        conversation.save(update_fields=["model", "system_prompt", "params"])
+        _remember_model(user=conversation.owner, model=chosen.model)
+    return conversation
+
+
+def new_chat_settings_update(
+    *,
+    user: AbstractBaseUser,
+    model_id: object,
+    system_prompt: object,
+    params: dict[str, object],
+) -> NewChatSettings:
+    """Save what the user set on the new-chat page; the first message takes it along."""
+    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    row, _ = NewChatSettings.objects.update_or_create(
+        user=user,
+        defaults={
+            "model": chosen.model,
+            "system_prompt": chosen.system_prompt,
+            "params": chosen.params,
+            "updated_at": timezone.now(),
+        },
+    )
+    return row
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -141,18 +286,30 @@ def message_send(
     """
     text = validate_message_content(content)
     created_conversation = False
+    draft: NewChatSettings | None = None
     if conversation_id is None:
-        model = chat_model_default()
+        draft = new_chat_settings(user=user)
+        model = chat_model_for_new_chat(user=user, settings_row=draft)
         if model is None:
             raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-        conversation = Conversation(owner=user, model=model)
+        conversation = Conversation(
+            owner=user,
+            model=model,
+            system_prompt=draft.system_prompt if draft else "",
+            params=dict(draft.params) if draft else {},
+        )
         created_conversation = True
     else:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
         if client_id is not None and (existing := _existing_send(conversation, client_id)):
             return existing
-        model = conversation.model or chat_model_default()
-        if model is None or not model.enabled or not model.provider.enabled:
+        if conversation.model is not None and not conversation.model.is_available:
+            raise ChatError(
+                MODEL_UNAVAILABLE_MESSAGE.format(label=conversation.model.label),
+                code="model_unavailable",
+            )
+        model = conversation.model or chat_model_for_new_chat(user=user)
+        if model is None:
             raise ChatError(NO_MODEL_MESSAGE, code="no_model")
 
     now = timezone.now()
@@ -162,6 +319,9 @@ def message_send(
                 conversation.title = title_from_text(text)
                 conversation.created_at = conversation.updated_at = now
                 conversation.save(force_insert=True)
+                if draft is not None and (draft.system_prompt or draft.params):
+                    # The new chat took the draft along; the next one starts afresh.
+                    NewChatSettings.objects.filter(pk=draft.pk).update(system_prompt="", params={})
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent_id=conversation.current_leaf_id,
@@ -206,7 +366,16 @@ def message_send(
                 return existing
         raise ChatError(BUSY_MESSAGE, code="busy") from None
 
-    _, reserved = context_budget(model)
+    # The same reserve the history budget left room for, so prompt + reply fit the window.
+    _, reserved = conversation_budget(conversation=conversation, model=model)
+    params = request_params(
+        defaults=model.default_params or {},
+        chosen=conversation.params or {},
+        accepted=model.accepted_params or (),
+        json_mode_allowed=model.accepts_json_mode,
+        max_tokens=reserved,
+        max_tokens_key=model.max_tokens_param,
+    )
     plan = GenerationPlan(
         conversation_id=conversation.id,
         reply_id=reply.id,
@@ -215,7 +384,7 @@ def message_send(
         request=ChatRequest(
             model=model.name,
             messages=context.messages if context is not None else [],
-            params={"max_tokens": reserved},
+            params=params,
         ),
         model_label=model.label,
         summarize=context_plan.work,

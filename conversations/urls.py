@@ -15,4 +15,10 @@ urlpatterns = [
         views.conversation_context_strategy,
         name="conversation_context_strategy",
     ),
+    path(
+        "c/<uuid:conversation_id>/settings/",
+        views.conversation_settings,
+        name="conversation_settings",
+    ),
+    path("settings/new-chat/", views.new_chat_settings, name="new_chat_settings"),
 ]

@@ -11,11 +11,12 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from conversations import selectors, services
+from conversations import selectors, services, settings_panel
 from conversations.errors import ChatError, ConversationNotFound
+from conversations.forms import ChatSettingsForm
 from conversations.models import Conversation
 
 PARTIALS = "conversations/partials.html"
@@ -30,7 +31,11 @@ def _owned(request: HttpRequest, conversation_id: UUID) -> Conversation:
         raise Http404("This conversation does not exist.") from None
 
 
-def _page_context(request: HttpRequest, conversation: Conversation | None) -> dict:
+def _page_context(
+    request: HttpRequest,
+    conversation: Conversation | None,
+    panel: settings_panel.SettingsPanel | None = None,
+) -> dict:
     messages = selectors.messages_on_path(conversation=conversation) if conversation else []
     return {
         "conversation": conversation,
@@ -40,6 +45,7 @@ def _page_context(request: HttpRequest, conversation: Conversation | None) -> di
         "current_id": conversation.id if conversation else None,
         "default_model": selectors.chat_model_default(),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "panel": panel or settings_panel.build(user=request.user, conversation=conversation),
     }
 
 
@@ -117,3 +123,60 @@ def conversation_context_strategy(request: HttpRequest, conversation_id: UUID) -
         f"{PARTIALS}#context-strategy",
         {"conversation": conversation, "strategy_error": error, "strategy_saved": not error},
     )
+
+
+def _save_settings(request: HttpRequest, conversation: Conversation | None) -> HttpResponse:
+    """POST of the settings panel, for a conversation or (None) for the next new chat."""
+    form = ChatSettingsForm(request.POST)
+    saved = False
+    parsed = form.is_valid()
+    fields = {
+        "model_id": form.cleaned_data.get("model"),
+        "system_prompt": form.cleaned_data.get("system_prompt", ""),
+        "params": form.params(),
+    }
+    try:
+        if not parsed:
+            # Nothing is saved, but every other problem is reported along with the typos.
+            services.chat_settings_validate(**fields)
+        elif conversation is None:
+            services.new_chat_settings_update(user=request.user, **fields)
+            saved = True
+        else:
+            services.conversation_settings_update(conversation=conversation, **fields)
+            saved = True
+    except services.SettingsInvalid as exc:
+        for name, message in exc.errors.items():
+            if name not in form.errors:
+                form.add_error(name if name in form.fields else None, message)
+    if saved and not request.htmx:
+        if conversation is None:
+            return redirect("chat_home")
+        return redirect("conversation_detail", conversation_id=conversation.id)
+    panel = settings_panel.build(
+        user=request.user,
+        conversation=conversation,
+        form=None if saved else form,
+        saved=saved,
+        open=True,
+    )
+    if not request.htmx:
+        context = _page_context(request, conversation, panel)
+        return render(request, "conversations/chat.html", context)
+    return render(request, f"{PARTIALS}#settings-panel", {"panel": panel})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_settings(request: HttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    if request.method == "POST":
+        return _save_settings(request, conversation)
+    panel = settings_panel.build(user=request.user, conversation=conversation)
+    return render(request, f"{PARTIALS}#settings-panel", {"panel": panel})
+
+
+@login_required
+@require_POST
+def new_chat_settings(request: HttpRequest) -> HttpResponse:
+    return _save_settings(request, None)

@@ -129,6 +129,10 @@
       sidebarList.querySelectorAll(".is-current").forEach((el) => el.classList.remove("is-current"));
       const item = fragment(frame.sidebar_html);
       if (item) sidebarList.prepend(item);
+      // The settings panel was the new chat's; from now on it must save to this conversation.
+      if (document.getElementById("settings-panel") && window.htmx) {
+        htmx.ajax("GET", `/c/${frame.conversation}/settings/`, { target: "#settings-panel", swap: "outerHTML" });
+      }
     },
     message(frame) {
       if (frame.conversation !== state.conversation) return;
@@ -219,6 +223,10 @@
       if (frame.client_id && input.dataset.pendingId === frame.client_id) delete input.dataset.pendingId;
       sendButton.disabled = false;
       showNotice(frame.message, "error");
+      if (frame.code === "model_unavailable") {
+        const details = document.querySelector("#settings-panel details");
+        if (details) details.open = true;
+      }
     },
   };
 
