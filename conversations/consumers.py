@@ -18,12 +18,14 @@ from django.conf import settings
 
 from conversations import frames, selectors, services
 from conversations.errors import ChatError
-from conversations.generation import conversation_group, hub
+from conversations.generation import conversation_group, hub, user_group
 from conversations.sweeper import ensure_sweeper
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+# The account was deactivated while the socket was open: the page stops reconnecting.
+CLOSE_ACCESS_REVOKED = 4403
 
 
 def _parse_uuid(value: object) -> UUID | None:
@@ -36,9 +38,15 @@ def _parse_uuid(value: object) -> UUID | None:
 
 
 @database_sync_to_async
-def _send_message(user: Any, conversation_id: UUID | None, content: object, client_id: UUID | None):
+def _send_message(
+    user: Any,
+    conversation_id: UUID | None,
+    content: object,
+    client_id: UUID | None,
+    team: object = None,
+):
     outcome = services.message_send(
-        user=user, conversation_id=conversation_id, content=content, client_id=client_id
+        user=user, conversation_id=conversation_id, content=content, client_id=client_id, team=team
     )
     rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
     created = (
@@ -80,9 +88,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await hub.ensure_started()
         ensure_sweeper()
+        self.user_id = user.pk
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
 
+    async def user_revoked(self, event: dict) -> None:
+        """The user was deactivated: stop their replies here and close this socket."""
+        hub.stop_user(event["user"])
+        await self.close(code=CLOSE_ACCESS_REVOKED)
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "user_id", None) is not None:
+            await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
         # The reply goes on without this socket; only stop sending to it.
         if self.conversation_id is not None:
             hub.unwatch(self.conversation_id, self)
@@ -206,6 +223,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id,
             frame.get("content"),
             _parse_uuid(frame.get("client_id")),
+            frame.get("team"),
         )
         conversation_uuid = outcome.conversation.id
         await self._show(conversation_uuid)

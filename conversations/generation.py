@@ -38,6 +38,7 @@ from providers.events import (
     UpstreamError,
     Usage,
 )
+from usage.meter import CallMeter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +155,8 @@ class Generation:
         # (summarizing earlier messages), for sockets that join meanwhile.
         self.status_frame: dict | None = None
         self.estimated_prompt_tokens = plan.estimated_prompt_tokens
+        # Retries, time to first token and reported usage, for the call's usage record.
+        self.meter = CallMeter(plan.usage) if plan.usage is not None else None
 
     # --- state -----------------------------------------------------------------------------
     def text_of(self, field: str, upto: int | None = None) -> str:
@@ -253,6 +256,8 @@ class Generation:
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
             async with aclosing(stream_chat(self.plan.config, request)) as events:
                 async for event in events:
+                    if self.meter is not None:
+                        self.meter.observe(event)
                     if isinstance(event, TextDelta):
                         await self._append("content", event.text)
                     elif isinstance(event, ReasoningDelta):
@@ -366,6 +371,13 @@ class Generation:
         content = self.text_of("content")
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
+        call = None
+        if self.meter is not None:
+            call = self.meter.result(
+                outcome=status,
+                error_kind=error.kind if error else "",
+                completion_text=self.text_of("content") + self.text_of("reasoning"),
+            )
         try:
             reply = await db_write(services.reply_finish)(
                 reply_id=self.reply_id,
@@ -376,6 +388,7 @@ class Generation:
                 error_kind=error.kind if error else "",
                 error=error.message if error else "",
                 usage=usage,
+                call=call,
             )
             frame = await db_write(reply_done_frame)(reply)
         except Exception:
@@ -483,6 +496,9 @@ class ConversationHub:
                 logger.exception("handling %s from the channel layer failed", message.get("type"))
 
     async def _handle(self, message: dict) -> None:
+        if message["type"] == "user.revoked":
+            self.stop_user(message["user"])
+            return
         conversation_id = UUID(message["conversation"])
         generation = self._running.get(conversation_id)
         if generation is None:
@@ -579,6 +595,8 @@ class ConversationHub:
         self._running[plan.conversation_id] = generation
         if self._layer is not None and self.channel_name is not None:
             await self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
+            # To hear that the user was deactivated, from whichever process did it.
+            await self._layer.group_add(user_group(plan.user_id), self.channel_name)
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
 
@@ -590,6 +608,24 @@ class ConversationHub:
         generation.task.cancel()
         return True
 
+    def stop_user(self, user_id: int) -> int:
+        """Stop every reply running here for this user (deactivated); safe from any thread."""
+        stopped = 0
+        for conversation_id, generation in list(self._running.items()):
+            if generation.plan.user_id != user_id or generation.task is None:
+                continue
+            loop = generation.task.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                stopped += self.stop(conversation_id)
+            else:
+                loop.call_soon_threadsafe(self.stop, conversation_id)
+                stopped += 1
+        return stopped
+
     def forget(self, generation: Generation) -> None:
         if self._running.get(generation.conversation_id) is generation:
             del self._running[generation.conversation_id]
@@ -599,6 +635,9 @@ class ConversationHub:
                     generation_group(generation.conversation_id), self.channel_name
                 )
             )
+            # The user group is left to expire (channels-redis group_expiry): a discard queued
+            # here could land after the next start's group_add and deafen a running reply, and
+            # a stale membership only delivers a message that finds nothing to stop.
 
     async def wait_all(self) -> None:
         """For tests and shutdown: wait until every running generation has ended."""
@@ -614,6 +653,11 @@ def conversation_group(conversation_id: UUID) -> str:
 
 def generation_group(conversation_id: UUID) -> str:
     return f"gen.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of the user, and every process running a reply for them."""
+    return f"user.{user_id}"
 
 
 hub = ConversationHub()

@@ -56,6 +56,16 @@ from providers.params import (
     clean_params,
     request_params,
 )
+from teams.selectors import model_default_for, model_is_available, team_for_send
+from usage.limits import limits_admit
+from usage.meter import CallContext, UsageCall
+from usage.services import (
+    call_context,
+    reply_call_id,
+    usage_record_call,
+    usage_record_interrupted_replies,
+    usage_reserve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +101,8 @@ class GenerationPlan:
     # Our estimate of the request's size and its model, to learn from the usage reported.
     estimated_prompt_tokens: int = 0
     chat_model_id: int | None = None
+    # Who and what the call is charged to (usage.meter); None only for plans made elsewhere.
+    usage: CallContext | None = None
 
 
 @dataclass(frozen=True)
@@ -277,24 +289,31 @@ def message_send(
     conversation_id: UUID | str | None,
     content: object,
     client_id: UUID | None = None,
+    team: object = None,
 ) -> SendOutcome:
     """Store the user's message and an empty streaming reply, and plan the upstream call.
 
     Either both messages are stored and a plan is returned, or ChatError is raised and nothing
     is stored (the browser keeps the draft). A client id seen before returns the stored pair
-    with ``plan=None``.
+    with ``plan=None``. ``team`` is the id of the team the user picked to charge (default: the
+    conversation's, else their first team); limits are checked before anything is stored.
     """
     text = validate_message_content(content)
     created_conversation = False
     draft: NewChatSettings | None = None
     if conversation_id is None:
+        charged = team_for_send(user=user, requested=team, current_team_id=None)
         draft = new_chat_settings(user=user)
         model = chat_model_for_new_chat(user=user, settings_row=draft)
+        if model is not None and not model_is_available(model=model, team=charged):
+            # The model picked last is not one this team may use: the team's default instead.
+            model = model_default_for(team=charged)
         if model is None:
-            raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+            raise ChatError(_no_model_message(charged), code="no_model")
         conversation = Conversation(
             owner=user,
             model=model,
+            team=charged,
             system_prompt=draft.system_prompt if draft else "",
             params=dict(draft.params) if draft else {},
         )
@@ -308,13 +327,19 @@ def message_send(
                 MODEL_UNAVAILABLE_MESSAGE.format(label=conversation.model.label),
                 code="model_unavailable",
             )
-        model = conversation.model or chat_model_for_new_chat(user=user)
+        charged = team_for_send(user=user, requested=team, current_team_id=conversation.team_id)
+        model = conversation.model or model_default_for(team=charged)
         if model is None:
             raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+        if not model_is_available(model=model, team=charged):
+            raise ChatError(_model_unavailable_message(model, charged), code="model_unavailable")
 
     now = timezone.now()
     try:
         with transaction.atomic():
+            # First, before anything is stored: budgets and rates (LimitReached is a ChatError
+            # and rolls everything back). Its locks serialize this user's concurrent sends.
+            limits_admit(user=user, team=charged, now=now)
             if created_conversation:
                 conversation.title = title_from_text(text)
                 conversation.created_at = conversation.updated_at = now
@@ -357,7 +382,24 @@ def message_send(
             if conversation.model_id is None:
                 conversation.model = model
                 update.append("model")
+            if conversation.team_id != (charged.pk if charged else None):
+                conversation.team = charged
+                update.append("team")
             conversation.save(update_fields=update)
+            prompt_budget, reserved = conversation_budget(conversation=conversation, model=model)
+            usage = call_context(
+                call_id=reply_call_id(reply.id),
+                kind="reply",
+                user=user,
+                team=charged,
+                conversation_id=conversation.id,
+                model=model,
+                # Before summarizing, the request is not built yet: reserve its largest size.
+                estimated_prompt_tokens=(
+                    context.estimated_prompt_tokens if context is not None else prompt_budget
+                ),
+            )
+            usage_reserve(context=usage, max_completion_tokens=reserved)
     except IntegrityError:
         if client_id is not None and not created_conversation:
             # Two sends of the same message raced: the other one won; answer with its pair.
@@ -390,6 +432,7 @@ def message_send(
         summarize=context_plan.work,
         estimated_prompt_tokens=context.estimated_prompt_tokens if context is not None else 0,
         chat_model_id=model.id,
+        usage=usage,
     )
     return SendOutcome(conversation, user_message, reply, created_conversation, plan)
 
@@ -513,6 +556,24 @@ def token_ratio_observe(*, chat_model_id: int, estimated: int, reported: int) ->
         TokenCalibration.objects.filter(chat_model_id=chat_model_id).update(**changes)
 
 
+def _no_model_message(team: object) -> str:
+    if not ChatModel.objects.filter(enabled=True, provider__enabled=True).exists():
+        return NO_MODEL_MESSAGE
+    who = f"the team “{team}”" if team is not None else "people outside a team"
+    return (
+        f"None of the models configured here is available to {who}. "
+        "Ask a team admin or a site admin for access."
+    )
+
+
+def _model_unavailable_message(model: ChatModel, team: object) -> str:
+    who = f"the team “{team}”" if team is not None else "people outside a team"
+    return (
+        f"The model “{model.label}” is not available to {who}. Nothing was sent: start a new "
+        "chat to use a model your team may use, or ask a team admin for access."
+    )
+
+
 def reply_flush(*, reply_id: int, content: str, reasoning: str) -> None:
     """Save a streaming reply's text so far (at most about once a second)."""
     Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(
@@ -530,8 +591,13 @@ def reply_finish(
     error_kind: str = "",
     error: str = "",
     usage: Usage | None = None,
+    call: UsageCall | None = None,
 ) -> Message:
-    """Close a reply with its final text and status; a reply already closed is left as it is."""
+    """Close a reply with its final text and status; a reply already closed is left as it is.
+
+    ``call`` is the call's metering (usage.meter): its record is written in the same
+    transaction, exactly once per reply even when this runs twice or races the orphan sweep.
+    """
     fields = {
         "content": content,
         "reasoning": reasoning,
@@ -549,7 +615,10 @@ def reply_finish(
     elif content:
         fields["completion_tokens"] = fields["token_count"]
         fields["usage_estimated"] = True
-    Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(**fields)
+    with transaction.atomic():
+        Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(**fields)
+        if call is not None:
+            usage_record_call(call=call)
     return Message.objects.get(id=reply_id)
 
 
@@ -561,19 +630,31 @@ def replies_mark_interrupted(*, older_than: timedelta) -> list[Message]:
     Returns the replies it closed.
     """
     cutoff = timezone.now() - older_than
-    stale = list(
+    last_touched = dict(
         Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).values_list(
-            "id", flat=True
+            "id", "updated_at"
         )
     )
+    stale = list(last_touched)
     if not stale:
         return []
-    Message.objects.filter(
-        id__in=stale, status=Message.Status.STREAMING, updated_at__lt=cutoff
-    ).update(
-        status=Message.Status.INTERRUPTED,
-        error_kind="interrupted",
-        error="The server stopped while this reply was being written.",
-        updated_at=timezone.now(),
-    )
-    return list(Message.objects.filter(id__in=stale, status=Message.Status.INTERRUPTED))
+    with transaction.atomic():
+        Message.objects.filter(
+            id__in=stale, status=Message.Status.STREAMING, updated_at__lt=cutoff
+        ).update(
+            status=Message.Status.INTERRUPTED,
+            error_kind="interrupted",
+            error="The server stopped while this reply was being written.",
+            updated_at=timezone.now(),
+        )
+        closed = list(
+            Message.objects.filter(id__in=stale, status=Message.Status.INTERRUPTED).select_related(
+                "model", "model__provider"
+            )
+        )
+        for reply in closed:
+            # The call lasted until its process last touched the row, not until this sweep.
+            reply.updated_at = last_touched.get(reply.id, reply.updated_at)
+        # The call of each reply is recorded now, with estimated tokens (idempotent).
+        usage_record_interrupted_replies(replies=closed)
+    return closed
