@@ -18,6 +18,7 @@ from conversations import selectors, services, settings_panel
 from conversations.errors import ChatError, ConversationNotFound
 from conversations.forms import ChatSettingsForm
 from conversations.models import Conversation
+from teams.selectors import model_default_for, team_picker
 
 PARTIALS = "conversations/partials.html"
 
@@ -37,15 +38,20 @@ def _page_context(
     panel: settings_panel.SettingsPanel | None = None,
 ) -> dict:
     messages = selectors.messages_on_path(conversation=conversation) if conversation else []
+    picker = team_picker(
+        user=request.user, current_team_id=conversation.team_id if conversation else None
+    )
+    team = next((m.team for m in picker.memberships if m.team_id == picker.selected_id), None)
     return {
         "conversation": conversation,
         "messages": messages,
         "divider": selectors.context_divider(reply_id=selectors.latest_reply_id(messages)),
         "sidebar": selectors.sidebar_page(user=request.user),
         "current_id": conversation.id if conversation else None,
-        "default_model": selectors.chat_model_default(),
+        "default_model": model_default_for(team=team),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "panel": panel or settings_panel.build(user=request.user, conversation=conversation),
+        "team_picker": picker,
     }
 
 

@@ -125,3 +125,18 @@ def model_default_for(*, team: Team | None) -> ChatModel | None:
 
 def model_is_available(*, model: ChatModel, team: Team | None) -> bool:
     return models_available(team=team).filter(pk=model.pk).exists()
+
+
+@dataclass(frozen=True)
+class TeamPicker:
+    """The chat composer's "charged to" choice: shown when the user is in several teams."""
+
+    memberships: list[Membership]
+    selected_id: int | None
+
+
+def team_picker(*, user: Any, current_team_id: int | None) -> TeamPicker:
+    memberships = memberships_of(user=user)
+    ids = [m.team_id for m in memberships]
+    selected = current_team_id if current_team_id in ids else (ids[0] if ids else None)
+    return TeamPicker(memberships=memberships, selected_id=selected)

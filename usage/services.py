@@ -131,8 +131,14 @@ def _upsert(
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {', '.join(updates)}"
     )
+    values = {**keys, **labels, **counters}
+    # Each value as its field stores it (UUIDs and decimals differ between databases).
+    params = [
+        model._meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in values.items()
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*keys.values(), *labels.values(), *counters.values()])
+        cursor.execute(sql, params)
 
 
 def _rollups_add(record: UsageRecord) -> None:
@@ -339,3 +345,20 @@ def usage_rollups_rebuild(*, since: date | None = None) -> None:
                 f"({', '.join(quote(c) for c in columns)}) SELECT {select} FROM ({sql}) sub{where}",
                 params,
             )
+
+
+# --- the audit log -----------------------------------------------------------------------------
+
+
+def conversation_review_record(*, viewer: Any, conversation: Any, ip_address: str | None) -> None:
+    """Write down that staff opened someone's conversation (before it is shown)."""
+    from usage.models import ConversationReview
+
+    ConversationReview.objects.create(
+        viewer=viewer,
+        viewer_name=viewer.get_username(),
+        conversation=conversation,
+        conversation_key=conversation.id,
+        owner_name=conversation.owner.get_username(),
+        ip_address=ip_address or None,
+    )

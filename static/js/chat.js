@@ -262,8 +262,15 @@
       }
       handlers[frame.type]?.(frame);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       if (state.socket !== socket) return;
+      if (event.code === 4403) {
+        // The account was deactivated: reconnecting would only be refused.
+        connectionStatus.hidden = true;
+        sendButton.disabled = true;
+        showNotice("Your account has been deactivated. Your draft is still in the box.");
+        return;
+      }
       connectionStatus.hidden = false;
       setTimeout(connect, state.retryDelay);
       state.retryDelay = Math.min(state.retryDelay * 2, 10000);
@@ -286,6 +293,9 @@
       return;
     }
     const frame = { type: "send", conversation: state.conversation, content, client_id: newId() };
+    // The team this conversation is charged to, when the user is in several.
+    const teamSelect = document.getElementById("team-select");
+    if (teamSelect) frame.team = teamSelect.value;
     state.pending.set(frame.client_id, frame);
     input.dataset.pendingId = frame.client_id;
     sendButton.disabled = true;
