@@ -67,7 +67,9 @@ def _effective(owner: Limits | None, defaults: dict[str, object] | None) -> dict
 
 def size_text(limit: str, value: object) -> str:
     if limit.startswith("tokens"):
-        return f"{int(value):,} tokens per {'day' if limit.endswith('day') else 'month'}"  # type: ignore[call-overload]
+        count = int(value)  # type: ignore[call-overload]
+        period = "day" if limit.endswith("day") else "month"
+        return f"{count:,} token{'' if count == 1 else 's'} per {period}"
     if limit.startswith("cost"):
         return f"${Decimal(value):,.2f} per {'day' if limit.endswith('day') else 'month'}"  # type: ignore[arg-type]
     return f"{value} requests per minute"
