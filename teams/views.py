@@ -109,7 +109,7 @@ def team_detail(request: HttpRequest, team_id: int) -> HttpResponse:
 def _defaults_text() -> str:
     fields = LimitsForm.base_fields
     return ", ".join(
-        f"{fields[name].label.lower()}: {value or 'none'}"
+        f"{fields[name].label}: {value or 'none'}"
         for name, value in settings.USAGE_DEFAULT_TEAM_LIMITS.items()
     )
 

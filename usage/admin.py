@@ -56,6 +56,8 @@ class UsageRecordAdmin(_ReadOnly):
     # No COUNT(*) of the whole table on every page, and no date drill-down (it runs a DISTINCT
     # over the filtered records); the list is paged by the (-started_at, -id) index.
     show_full_result_count = False
+    # Per-option counts would each scan the filtered records.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 100
     ordering = ["-started_at", "-id"]
     exclude = ["conversation"]

@@ -49,10 +49,10 @@ class CallContext:
     estimated_prompt_tokens: int = 0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        cost = (
-            Decimal(prompt_tokens) * (self.input_price_per_mtok or 0)
-            + Decimal(completion_tokens) * (self.output_price_per_mtok or 0)
-        ) / MILLION
+        input_price = Decimal(str(self.input_price_per_mtok or 0))
+        output_price = Decimal(str(self.output_price_per_mtok or 0))
+        cost = (Decimal(prompt_tokens) * input_price + Decimal(completion_tokens) * output_price)
+        cost /= MILLION
         return cost.quantize(COST_PLACES)
 
 

@@ -100,7 +100,9 @@
     const labels = el("g", { class: "chart-axis" });
     const every = Math.max(1, Math.ceil(days.length / 8));
     days.forEach((day, i) => {
-      if (i % every !== 0 && i !== days.length - 1) return;
+      // Every n-th day, and the last one unless it would touch the label before it.
+      const last = i === days.length - 1 && i % every >= every / 2;
+      if (i % every !== 0 && !last) return;
       const x = PAD.left + i * slot + slot / 2;
       labels.append(el("text", { x, y: HEIGHT - PAD.bottom + 16, "text-anchor": "middle" }, day.slice(5)));
     });
