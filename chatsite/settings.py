@@ -280,7 +280,7 @@ USAGE_STAFF_CAN_READ_CONVERSATIONS = env_bool("USAGE_STAFF_CAN_READ_CONVERSATION
 # Site defaults for limits nobody has set (0 = no limit). They apply to every user (over all their
 # usage) and every team (over the usage charged to it); staff and team admins override them.
 USAGE_DEFAULT_USER_LIMITS = {
-    "requests_per_minute": env_int("LIMIT_USER_REQUESTS_PER_MINUTE", 30),
+    "requests_per_minute": env_int("LIMIT_USER_REQUESTS_PER_MINUTE", 60),
     "tokens_per_day": env_int("LIMIT_USER_TOKENS_PER_DAY", 0),
     "tokens_per_month": env_int("LIMIT_USER_TOKENS_PER_MONTH", 0),
     "cost_per_day": env_decimal("LIMIT_USER_COST_PER_DAY", "0"),

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Protocol, TypeVar
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from conversations.errors import ChatError
 from conversations.frames import context_frame, reply_done_frame
 from conversations.history import SummaryWork
 from conversations.models import Message
+from conversations.tokens import message_tokens
 from providers.client import ChatRequest, stream_chat
 from providers.events import (
     Finish,
@@ -39,6 +41,7 @@ from providers.events import (
     Usage,
 )
 from usage.meter import CallMeter
+from usage.services import related_call_context, usage_record_call
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +160,10 @@ class Generation:
         self.estimated_prompt_tokens = plan.estimated_prompt_tokens
         # Retries, time to first token and reported usage, for the call's usage record.
         self.meter = CallMeter(plan.usage) if plan.usage is not None else None
+        if self.meter is not None:
+            self.meter.sent = False  # until the request goes out (see run)
+        # A summary call under way, recorded as stopped if the reply is stopped during it.
+        self._summary_meter: CallMeter | None = None
 
     # --- state -----------------------------------------------------------------------------
     def text_of(self, field: str, upto: int | None = None) -> str:
@@ -253,6 +260,8 @@ class Generation:
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
             request = await self._prepare()
+            if self.meter is not None:
+                self.meter.begin()
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
             async with aclosing(stream_chat(self.plan.config, request)) as events:
                 async for event in events:
@@ -318,39 +327,69 @@ class Generation:
         await self.hub.broadcast(self.conversation_id, self.status_frame)
         summary_id = work.base_summary_id
         failure = ""
-        for step in work.steps:
+        for index, step in enumerate(work.steps):
             previous, source = await db_read(selectors.summary_source)(
                 summary_id=summary_id, message_ids=step.message_ids
             )
             if not source:
                 continue
-            result = await summaries.write_summary(
-                work.config,
-                summaries.summary_request(
-                    model=work.summarizer_name,
-                    previous=previous,
-                    messages=source,
-                    max_tokens=work.max_tokens,
-                    input_tokens=work.input_tokens,
-                ),
+            request = summaries.summary_request(
+                model=work.summarizer_name,
+                previous=previous,
+                messages=source,
+                max_tokens=work.max_tokens,
+                input_tokens=work.input_tokens,
             )
+            meter = await self._summary_call_meter(work, index, request)
+            result = await summaries.write_summary(
+                work.config, request, observe=meter.observe if meter else None
+            )
+            call = None
+            if meter is not None:
+                call = meter.result(
+                    outcome="error" if result.error else "complete", completion_text=result.text
+                )
             if result.error:
                 logger.warning("summary for reply %s failed: %s", self.reply_id, result.error)
                 failure = result.error
+                if call is not None:
+                    await db_write(usage_record_call)(call=call)
+                self._summary_meter = None
                 break
             summary_id = await db_write(services.summary_store)(
-                work=work, step=step, previous_id=summary_id, result=result
+                work=work, step=step, previous_id=summary_id, result=result, call=call
             )
+            self._summary_meter = None
         self.status_frame = None
         context = await db_write(services.reply_context_build)(
             reply_id=self.reply_id, work=work, summary_id=summary_id, failure=failure
         )
         self.estimated_prompt_tokens = context.estimated_prompt_tokens
+        if self.meter is not None:
+            # The reply's own call is charged by the request it really sends.
+            self.meter.context = replace(
+                self.meter.context, estimated_prompt_tokens=context.estimated_prompt_tokens
+            )
         return ChatRequest(
             model=self.plan.request.model,
             messages=context.messages,
             params=self.plan.request.params,
         )
+
+    async def _summary_call_meter(
+        self, work: SummaryWork, index: int, request: ChatRequest
+    ) -> CallMeter | None:
+        if self.plan.usage is None:
+            return None
+        context = await db_read(related_call_context)(
+            parent=self.plan.usage,
+            call_id=f"summary:{self.reply_id}:{index}",
+            kind="summary",
+            chat_model_id=work.summarizer_id,
+            estimated_prompt_tokens=sum(message_tokens(m["content"]) for m in request.messages),
+        )
+        self._summary_meter = CallMeter(context)
+        return self._summary_meter
 
     async def _finish(
         self,
@@ -371,6 +410,17 @@ class Generation:
         content = self.text_of("content")
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
+        if self._summary_meter is not None:
+            # Stopped (or failed) while a summary was being written: that call ends here too.
+            cut = self._summary_meter.result(
+                outcome="stopped" if status == Message.Status.STOPPED else "error",
+                error_kind="" if status == Message.Status.STOPPED else "internal",
+            )
+            self._summary_meter = None
+            try:
+                await db_write(usage_record_call)(call=cut)
+            except Exception:
+                logger.exception("could not record the summary call of reply %s", self.reply_id)
         call = None
         if self.meter is not None:
             call = self.meter.result(

@@ -460,7 +460,12 @@ def _reply_context_store(*, reply_id: int, context: RequestContext) -> None:
 
 
 def summary_store(
-    *, work: SummaryWork, step: SummaryStep, previous_id: int | None, result: SummaryResult
+    *,
+    work: SummaryWork,
+    step: SummaryStep,
+    previous_id: int | None,
+    result: SummaryResult,
+    call: UsageCall | None = None,
 ) -> int:
     """Store a summary a model wrote; returns its id.
 
@@ -470,6 +475,14 @@ def summary_store(
     """
     usage = result.usage
     reported = usage is not None and usage.prompt_tokens is not None
+    if call is not None:
+        # The call's usage record commits with the summary, exactly once (usage.services).
+        with transaction.atomic():
+            summary_id = summary_store(
+                work=work, step=step, previous_id=previous_id, result=result, call=None
+            )
+            usage_record_call(call=call)
+        return summary_id
     summary = Summary.objects.create(
         conversation_id=work.conversation_id,
         previous_id=previous_id,

@@ -23,7 +23,7 @@ from uuid import UUID
 from django.utils import timezone
 
 from conversations.tokens import count_tokens
-from providers.events import Event, ReasoningDelta, Retry, TextDelta, Usage
+from providers.events import Event, ReasoningDelta, Retry, TextDelta, UpstreamError, Usage
 
 MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.000000001")
@@ -51,7 +51,7 @@ class CallContext:
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         input_price = Decimal(str(self.input_price_per_mtok or 0))
         output_price = Decimal(str(self.output_price_per_mtok or 0))
-        cost = (Decimal(prompt_tokens) * input_price + Decimal(completion_tokens) * output_price)
+        cost = Decimal(prompt_tokens) * input_price + Decimal(completion_tokens) * output_price
         cost /= MILLION
         return cost.quantize(COST_PLACES)
 
@@ -87,6 +87,16 @@ class CallMeter:
         self.ttft_ms: int | None = None
         self.retries = 0
         self.usage: Usage | None = None
+        self.error_kind = ""
+        self.sent = True
+
+    def begin(self) -> None:
+        """The request is being sent now (after preparations such as summaries, which are calls
+        of their own): time from here. A meter made with ``sent=False`` that never begins
+        records a call that never reached the provider: no tokens."""
+        self.started_at = timezone.now()
+        self._started = time.monotonic()
+        self.sent = True
 
     def _elapsed_ms(self) -> int:
         return max(0, round((time.monotonic() - self._started) * 1000))
@@ -99,6 +109,8 @@ class CallMeter:
                 self.ttft_ms = self._elapsed_ms()
         elif isinstance(event, Usage):
             self.usage = event
+        elif isinstance(event, UpstreamError):
+            self.error_kind = event.kind
 
     def result(self, *, outcome: str, error_kind: str = "", completion_text: str = "") -> UsageCall:
         """The call as it ended. Tokens the provider did not report are estimated (and marked):
@@ -110,7 +122,9 @@ class CallMeter:
             prompt = reported.prompt_tokens
         else:
             estimated = True
-            took_request = self.ttft_ms is not None or outcome in ("complete", "stopped")
+            took_request = self.sent and (
+                self.ttft_ms is not None or outcome in ("complete", "stopped")
+            )
             prompt = self.context.estimated_prompt_tokens if took_request else 0
         if reported is not None and reported.completion_tokens is not None:
             completion = reported.completion_tokens
@@ -126,6 +140,6 @@ class CallMeter:
             completion_tokens=max(0, completion),
             tokens_estimated=estimated,
             outcome=outcome,
-            error_kind=error_kind,
+            error_kind=error_kind or (self.error_kind if outcome == "error" else ""),
             retries=self.retries,
         )

@@ -68,6 +68,35 @@ def call_context(
     )
 
 
+def related_call_context(
+    *,
+    parent: CallContext,
+    call_id: str,
+    kind: str,
+    chat_model_id: int,
+    estimated_prompt_tokens: int,
+) -> CallContext:
+    """A call made on behalf of another (a summary for a reply): the same user, team and
+    conversation, charged at the prices of the model that makes it. Sync."""
+    from dataclasses import replace
+
+    from providers.models import ChatModel
+
+    model = ChatModel.objects.select_related("provider").filter(pk=chat_model_id).first()
+    return replace(
+        parent,
+        call_id=call_id,
+        kind=kind,
+        model_id=model.pk if model else None,
+        model_name=model.label if model else "",
+        provider_id=model.provider_id if model else None,
+        provider_name=model.provider.name if model else "",
+        input_price_per_mtok=model.input_price_per_mtok if model else None,
+        output_price_per_mtok=model.output_price_per_mtok if model else None,
+        estimated_prompt_tokens=estimated_prompt_tokens,
+    )
+
+
 # --- recording ---------------------------------------------------------------------------------
 
 
