@@ -178,10 +178,49 @@ class DailyConversationUsage(DailyCounters):
                 name="daily_conversation_usage_key",
             )
         ]
-        indexes = [models.Index(fields=["team_key", "day"], name="daily_conv_team_day")]
+        indexes = [
+            # The days of one conversation (those crossing a range's edge).
+            models.Index(fields=["conversation_key", "team_key", "day"], name="daily_conv_days")
+        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.conversation_key}: {self.calls} calls"
+
+
+class ConversationUsage(models.Model):
+    """A conversation's usage per team it was charged to, over its whole life, with its first
+    and last day. The top conversations of a date range come from here for conversations that
+    lie wholly inside the range (their totals are the range's), and from the daily rows only
+    for the few that cross its edges: a page then reads a few thousand rows, not every
+    conversation of the range."""
+
+    team_key = models.BigIntegerField(default=0)
+    conversation_key = models.UUIDField()
+    user_key = models.BigIntegerField(default=0)
+    username = models.CharField(max_length=150, blank=True)
+    first_day = models.DateField()
+    last_day = models.DateField()
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team_key", "conversation_key"], name="conversation_usage_key"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["-cost", "-tokens"], name="conv_usage_top"),
+            models.Index(fields=["team_key", "-cost", "-tokens"], name="conv_usage_team_top"),
+            models.Index(fields=["last_day", "first_day"], name="conv_usage_days"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_key}: {self.calls} calls"
 
 
 class DailyTtftHistogram(models.Model):

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, Max, QuerySet, Sum
+from django.db.models import F, Max, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from conversations.models import Conversation
@@ -23,6 +23,7 @@ from teams.models import Team
 from teams.selectors import TeamNotFound, teams_managed_by
 from usage.histogram import percentile
 from usage.models import (
+    ConversationUsage,
     DailyConversationUsage,
     DailyModelUsage,
     DailyTtftHistogram,
@@ -204,6 +205,58 @@ def _stacked(
     return series
 
 
+def _top_conversations(start: date, end: date, scope: Scope) -> list[ConversationRow]:
+    """The conversations that cost the most in the range (then used the most tokens).
+
+    Exact, without adding up every conversation of the range: one that lies wholly inside the
+    range has its lifetime totals as the range's (ConversationUsage, read in index order), and
+    only the few that cross the range's edges have their days in the range added up."""
+    totals = ConversationUsage.objects.all()
+    if scope.team_keys is not None:
+        totals = totals.filter(team_key__in=scope.team_keys)
+    inside = totals.filter(first_day__gte=start, last_day__lte=end).order_by(
+        "-cost", "-tokens", "conversation_key"
+    )[:TOP_ROWS]
+    candidates = [
+        (row.cost, row.tokens, row.conversation_key, row.username, _totals_of(row))
+        for row in inside
+    ]
+    crossing = totals.filter(
+        Q(first_day__lt=start, last_day__gte=start) | Q(first_day__lte=end, last_day__gt=end)
+    )
+    days = _scoped(DailyConversationUsage, start, end, scope).filter(
+        conversation_key__in=Subquery(crossing.values("conversation_key"))
+    )
+    for row in (
+        days.values("team_key", "conversation_key")
+        .annotate(**_SUMS, name=Max("username"))
+        .annotate(tokens=F("prompt_sum") + F("completion_sum"))
+        .order_by("-cost_sum", "-tokens", "conversation_key")[:TOP_ROWS]
+    ):
+        candidates.append(
+            (row["cost_sum"], row["tokens"], row["conversation_key"], row["name"], _totals(row))
+        )
+    candidates.sort(key=lambda c: (-(c[0] or 0), -(c[1] or 0), str(c[2])))
+    candidates = candidates[:TOP_ROWS]
+    existing = set(
+        Conversation.objects.filter(id__in=[c[2] for c in candidates]).values_list("id", flat=True)
+    )
+    return [
+        ConversationRow(key, name or "(deleted user)", row_totals, key in existing)
+        for _, _, key, name, row_totals in candidates
+    ]
+
+
+def _totals_of(row: ConversationUsage) -> Totals:
+    return Totals(
+        calls=row.calls,
+        errors=row.errors,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost=Decimal(row.cost),
+    )
+
+
 def usage_dashboard(*, scope: Scope, start: date, end: date, stack: str = "model") -> Dashboard:
     """Everything the dashboard shows (and the CSV holds) for a date range, inclusive. Sync."""
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
@@ -254,27 +307,7 @@ def usage_dashboard(*, scope: Scope, start: date, end: date, stack: str = "model
         UserRow(row["user_key"], row["name"] or "(deleted user)", _totals(row)) for row in user_rows
     ]
 
-    conversation_rows = list(
-        _scoped(DailyConversationUsage, start, end, scope)
-        .values("conversation_key")
-        .annotate(**_SUMS, name=Max("username"))
-        .annotate(tokens=F("prompt_sum") + F("completion_sum"))
-        .order_by("-cost_sum", "-tokens", "conversation_key")[:TOP_ROWS]
-    )
-    existing = set(
-        Conversation.objects.filter(
-            id__in=[row["conversation_key"] for row in conversation_rows]
-        ).values_list("id", flat=True)
-    )
-    top_conversations = [
-        ConversationRow(
-            row["conversation_key"],
-            row["name"] or "(deleted user)",
-            _totals(row),
-            row["conversation_key"] in existing,
-        )
-        for row in conversation_rows
-    ]
+    top_conversations = _top_conversations(start, end, scope)
 
     if stack == "user":
         # Ranked by tokens over the range, like the chart's bars.

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Max, Q, Sum, Value
+from django.db.models import Count, Max, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -21,6 +20,7 @@ from conversations.tokens import count_tokens
 from usage.histogram import bucket_expression, bucket_of
 from usage.meter import CallContext, UsageCall
 from usage.models import (
+    ConversationUsage,
     DailyConversationUsage,
     DailyModelUsage,
     DailyTtftHistogram,
@@ -148,19 +148,31 @@ def _upsert(
     keys: Mapping[str, object],
     labels: Mapping[str, object],
     counters: Mapping[str, object],
+    bounds: Mapping[str, tuple[str, object]] | None = None,
 ) -> None:
-    """INSERT … ON CONFLICT DO UPDATE adding the counters (PostgreSQL and SQLite alike)."""
+    """INSERT … ON CONFLICT DO UPDATE adding the counters, replacing the labels, and keeping
+    the least or greatest of each bound, e.g. {"first_day": ("MIN", day)} (PostgreSQL and
+    SQLite alike)."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    columns = [*keys, *labels, *counters]
+    bounds = bounds or {}
+    columns = [*keys, *labels, *counters, *bounds]
     updates = [f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in counters]
     updates += [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in labels]
+    for column, (kind, _) in bounds.items():
+        # MIN()/MAX() of two values: LEAST/GREATEST on PostgreSQL, MIN/MAX on SQLite.
+        function = {"MIN": "LEAST", "MAX": "GREATEST"}[kind]
+        if connection.vendor == "sqlite":
+            function = kind
+        updates.append(
+            f"{quote(column)} = {function}({table}.{quote(column)}, EXCLUDED.{quote(column)})"
+        )
     sql = (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))}) "
         f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {', '.join(updates)}"
     )
-    values = {**keys, **labels, **counters}
+    values = {**keys, **labels, **counters, **{c: value for c, (_, value) in bounds.items()}}
     # Each value as its field stores it (UUIDs and decimals differ between databases).
     params = [
         model._meta.get_field(name).get_db_prep_save(value, connection)
@@ -202,6 +214,14 @@ def _rollups_add(record: UsageRecord) -> None:
             {"day": day, "team_key": team_key, "conversation_key": record.conversation_id},
             {"user_key": record.user_id or 0, "username": record.username},
             counters,
+        )
+    if record.conversation_id is not None:
+        _upsert(
+            ConversationUsage,
+            {"team_key": team_key, "conversation_key": record.conversation_id},
+            {"user_key": record.user_id or 0, "username": record.username},
+            {**counters, "tokens": record.prompt_tokens + record.completion_tokens},
+            {"first_day": ("MIN", day), "last_day": ("MAX", day)},
         )
     if record.ttft_ms is not None:
         _upsert(
@@ -291,14 +311,12 @@ def usage_record_interrupted_replies(*, replies: Iterable[Any]) -> int:
 # --- roll-ups ----------------------------------------------------------------------------------
 
 
-def usage_rollups_rebuild(*, since: date | None = None) -> None:
-    """Recompute the daily roll-ups from the records (all days, or from ``since``), in the
-    database: INSERT … SELECT … GROUP BY, never a loop over records."""
-    records = UsageRecord.objects.all()
-    if since is not None:
-        start = timezone.make_aware(timezone.datetime.combine(since, timezone.datetime.min.time()))
-        records = records.filter(started_at__gte=start - timedelta(days=1))
-    grouped = records.annotate(r_day=TruncDate("started_at"), r_team=Coalesce("team_id", Value(0)))
+def usage_rollups_rebuild() -> None:
+    """Recompute the roll-ups from the records, in the database: INSERT … SELECT … GROUP BY,
+    never a loop over records. One transaction: readers see the old or the new roll-ups."""
+    grouped = UsageRecord.objects.annotate(
+        r_day=TruncDate("started_at"), r_team=Coalesce("team_id", Value(0))
+    )
     sums = {
         "r_calls": Count("id"),
         "r_errors": Count("id", filter=Q(outcome=Outcome.ERROR)),
@@ -347,6 +365,40 @@ def usage_rollups_rebuild(*, since: date | None = None) -> None:
             ["r_day", "r_team", "conversation_id", *counter_aliases, "r_user", "r_name"],
         ),
         (
+            ConversationUsage,
+            grouped.filter(conversation_id__isnull=False)
+            .values("r_team", "conversation_id")
+            .annotate(
+                **sums,
+                r_tokens=Coalesce(Sum("prompt_tokens"), Value(0))
+                + Coalesce(Sum("completion_tokens"), Value(0)),
+                r_user=Coalesce(Max("user_id"), Value(0)),
+                r_name=Max("username"),
+                r_first=Min("r_day"),
+                r_last=Max("r_day"),
+            ),
+            [
+                "team_key",
+                "conversation_key",
+                *counter_columns,
+                "tokens",
+                "user_key",
+                "username",
+                "first_day",
+                "last_day",
+            ],
+            [
+                "r_team",
+                "conversation_id",
+                *counter_aliases,
+                "r_tokens",
+                "r_user",
+                "r_name",
+                "r_first",
+                "r_last",
+            ],
+        ),
+        (
             DailyTtftHistogram,
             grouped.filter(ttft_ms__isnull=False)
             .annotate(r_key=Coalesce("model_id", Value(0)), r_bucket=bucket_expression("ttft_ms"))
@@ -359,19 +411,12 @@ def usage_rollups_rebuild(*, since: date | None = None) -> None:
     quote = connection.ops.quote_name
     with transaction.atomic(), connection.cursor() as cursor:
         for model, queryset, columns, aliases in plans:
-            stale = model.objects.all()
-            if since is not None:
-                stale = stale.filter(day__gte=since)
-            stale.delete()
+            model.objects.all().delete()
             sql, params = queryset.order_by().query.sql_with_params()
             select = ", ".join(f"sub.{quote(alias)}" for alias in aliases)
-            where = ""
-            if since is not None:
-                where = f" WHERE sub.{quote('r_day')} >= %s"
-                params = (*params, since)
             cursor.execute(
                 f"INSERT INTO {quote(model._meta.db_table)} "
-                f"({', '.join(quote(c) for c in columns)}) SELECT {select} FROM ({sql}) sub{where}",
+                f"({', '.join(quote(c) for c in columns)}) SELECT {select} FROM ({sql}) sub",
                 params,
             )
 

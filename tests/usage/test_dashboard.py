@@ -258,3 +258,42 @@ def test_staff_review_is_off_by_default_and_audited_when_on(world, settings):
     assert (entry.viewer_name, entry.owner_name, entry.conversation_key) == ("root", "bob", chat.id)
     audit = root.get("/admin/usage/conversationreview/").content.decode()
     assert str(chat.id) in audit and "bob" in audit
+
+
+def test_top_conversations_of_any_range_match_adding_up_their_days(world):
+    import random
+
+    from django.db.models import Sum
+
+    from usage.models import DailyConversationUsage
+    from usage.selectors import usage_dashboard, usage_scope_for
+
+    rng = random.Random(3)
+    bob, research, gpt = world["bob"], world["research"], world["gpt"]
+    chats = [make_conversation(bob, model=gpt) for _ in range(15)]
+    for chat in chats:
+        first = rng.randint(0, 12)
+        for _ in range(rng.randint(1, 4)):
+            record(
+                bob,
+                research,
+                gpt,
+                prompt=rng.randint(1, 5000),
+                completion=rng.randint(1, 500),
+                days_ago=first + rng.randint(0, 3),
+                conversation=chat,
+            )
+    scope = usage_scope_for(user=world["staff"], team="")
+    today = timezone.localdate()
+    for first_day, last_day in [(15, 0), (5, 0), (9, 4), (2, 2), (14, 8)]:
+        start, end = today - timedelta(days=first_day), today - timedelta(days=last_day)
+        shown = usage_dashboard(scope=scope, start=start, end=end).top_conversations
+        expected = list(
+            DailyConversationUsage.objects.filter(day__gte=start, day__lte=end)
+            .values("conversation_key")
+            .annotate(cost=Sum("cost"), calls=Sum("calls"))
+            .order_by("-cost")[:10]
+        )
+        assert [(r.conversation_id, r.totals.cost, r.totals.calls) for r in shown] == [
+            (e["conversation_key"], e["cost"], e["calls"]) for e in expected
+        ]

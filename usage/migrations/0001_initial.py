@@ -58,6 +58,43 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
+            name="ConversationUsage",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("team_key", models.BigIntegerField(default=0)),
+                ("conversation_key", models.UUIDField()),
+                ("user_key", models.BigIntegerField(default=0)),
+                ("username", models.CharField(blank=True, max_length=150)),
+                ("first_day", models.DateField()),
+                ("last_day", models.DateField()),
+                ("calls", models.PositiveIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("prompt_tokens", models.PositiveBigIntegerField(default=0)),
+                ("completion_tokens", models.PositiveBigIntegerField(default=0)),
+                ("tokens", models.PositiveBigIntegerField(default=0)),
+                ("cost", models.DecimalField(decimal_places=9, default=0, max_digits=18)),
+            ],
+            options={
+                "indexes": [
+                    models.Index(fields=["-cost", "-tokens"], name="conv_usage_top"),
+                    models.Index(
+                        fields=["team_key", "-cost", "-tokens"], name="conv_usage_team_top"
+                    ),
+                    models.Index(fields=["last_day", "first_day"], name="conv_usage_days"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("team_key", "conversation_key"), name="conversation_usage_key"
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
             name="DailyConversationUsage",
             fields=[
                 (
@@ -78,7 +115,11 @@ class Migration(migrations.Migration):
                 ("username", models.CharField(blank=True, max_length=150)),
             ],
             options={
-                "indexes": [models.Index(fields=["team_key", "day"], name="daily_conv_team_day")],
+                "indexes": [
+                    models.Index(
+                        fields=["conversation_key", "team_key", "day"], name="daily_conv_days"
+                    )
+                ],
                 "constraints": [
                     models.UniqueConstraint(
                         fields=("day", "team_key", "conversation_key"),
