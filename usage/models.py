@@ -106,6 +106,8 @@ class UsageRecord(models.Model):
             models.Index(fields=["team", "-started_at"], name="usage_team_time"),
             models.Index(fields=["model", "-started_at"], name="usage_model_time"),
             models.Index(fields=["provider", "-started_at"], name="usage_provider_time"),
+            # "What failed": errors are few, and combine with the others (bitmap AND).
+            models.Index(fields=["outcome", "-started_at"], name="usage_outcome_time"),
         ]
 
     def __str__(self) -> str:

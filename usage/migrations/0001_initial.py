@@ -335,6 +335,7 @@ class Migration(migrations.Migration):
                     models.Index(fields=["team", "-started_at"], name="usage_team_time"),
                     models.Index(fields=["model", "-started_at"], name="usage_model_time"),
                     models.Index(fields=["provider", "-started_at"], name="usage_provider_time"),
+                    models.Index(fields=["outcome", "-started_at"], name="usage_outcome_time"),
                 ],
             },
         ),
