@@ -82,6 +82,9 @@ def conversation_review(request: HttpRequest, conversation_id: UUID) -> HttpResp
         "usage/review.html",
         {
             "conversation": conversation,
-            "messages": conversation_selectors.messages_on_path(conversation=conversation),
+            # Not "messages": the page layout shows django.contrib.messages under that name.
+            "conversation_messages": conversation_selectors.messages_on_path(
+                conversation=conversation
+            ),
         },
     )

@@ -70,7 +70,7 @@ def world():
     staff = make_user("root", is_staff=True, is_superuser=True)
     research = make_team("Research", admins=(ann,), members=(bob,))
     sales = make_team("Sales", admins=(sue,), members=(sam,))
-    bobs_chat = make_conversation(bob, model=gpt, title="Bob's secret merger plans")
+    bobs_chat = make_conversation(bob, model=gpt, title="Bob's secret merger plans", turns=1)
     record(bob, research, gpt, prompt=1000, completion=500, conversation=bobs_chat, ttft=200)
     record(bob, research, gpt, prompt=2000, completion=100, conversation=bobs_chat, ttft=400)
     record(ann, research, small, prompt=300, completion=30, outcome="error")
@@ -196,7 +196,7 @@ def test_the_range_filters_days_and_a_bad_range_is_explained(world):
 
 def test_admins_see_usage_not_content(world):
     html = client_for(world["staff"]).get("/usage/").content.decode()
-    assert "secret merger" not in html
+    assert "secret merger" not in html and "question 0" not in html
     assert "Review" not in html  # the review setting is off by default
 
 
@@ -253,7 +253,9 @@ def test_staff_review_is_off_by_default_and_audited_when_on(world, settings):
     assert f'href="/usage/review/{chat.id}/"' in dashboard
     response = root.get(f"/usage/review/{chat.id}/")
     assert response.status_code == 200
-    assert "audit log" in response.content.decode()
+    page = response.content.decode()
+    assert "audit log" in page
+    assert "question 0" in page and "answer 0" in page  # the conversation, read-only
     [entry] = ConversationReview.objects.all()
     assert (entry.viewer_name, entry.owner_name, entry.conversation_key) == ("root", "bob", chat.id)
     audit = root.get("/admin/usage/conversationreview/").content.decode()
