@@ -267,6 +267,7 @@
       if (event.code === 4403) {
         // The account was deactivated: reconnecting would only be refused.
         connectionStatus.hidden = true;
+        setStreaming(null);
         sendButton.disabled = true;
         showNotice("Your account has been deactivated. Your draft is still in the box.");
         return;

@@ -3,6 +3,8 @@ totals and the chart (drawn by our own script under the page's strict CSP)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -80,3 +82,47 @@ def test_a_team_admin_sees_the_chart_and_totals_after_two_members_chat(
     expect(users.get_by_role("row")).to_have_count(3)  # header and the two members
     assert "Hello from" not in page.content()  # usage, not content
     assert violations == []
+
+
+def test_a_member_deactivated_in_the_admin_loses_the_chat_at_once(new_page, app: LiveApp, fake):
+    from tests.browser.live_app import ADMIN
+    from tests.browser.ui import replies, send
+
+    member = app.create_user("leaver")
+    page: Page = new_page()
+    sign_in(page, member)
+    fake.enqueue(Script.tokens(n=3000, delay=0.02))
+    send(page, "Write a very long story")
+    expect(replies(page).first.locator("[data-stream-content]")).to_contain_text("tok3 ")
+
+    admin_page: Page = new_page()
+    admin_page.goto("/admin/login/")
+    admin_page.get_by_label("Username").fill(ADMIN[0])
+    admin_page.get_by_label("Password").fill(ADMIN[1])
+    admin_page.get_by_role("button", name="Log in").click()
+    [(user_id,)] = app.query("SELECT id FROM auth_user WHERE username = %s", (member.username,))
+    admin_page.goto(f"/admin/auth/user/{user_id}/change/")
+    admin_page.get_by_label("Active").uncheck()
+    admin_page.get_by_role("button", name="Save", exact=True).click()
+    expect(admin_page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    # The member's open page is told at once, and the reply is stopped and kept.
+    expect(page.get_by_role("alert").filter(has_text="deactivated")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    assert fake.wait_for_disconnect(timeout=10), "the upstream request was not closed"
+    stored: list[tuple] = []
+    for _ in range(100):  # the reply's final write follows the upstream's close
+        stored = app.query(
+            "SELECT m.status, u.outcome FROM conversations_message m"
+            " JOIN usage_usagerecord u ON u.call_id = 'reply:' || m.id"
+            " JOIN conversations_conversation c ON c.id = m.conversation_id"
+            " JOIN auth_user a ON a.id = c.owner_id"
+            " WHERE a.username = %s AND m.role = 'assistant'",
+            (member.username,),
+        )
+        if stored:
+            break
+        page.wait_for_timeout(100)
+    assert stored == [("stopped", "stopped")]
+    page.reload()
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
