@@ -14,7 +14,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from conversations.errors import ChatError
@@ -56,7 +56,13 @@ from providers.params import (
     clean_params,
     request_params,
 )
-from teams.selectors import model_default_for, model_is_available, team_for_send
+from teams.selectors import (
+    model_default_for,
+    model_is_available,
+    models_available,
+    team_default_for,
+    team_for_send,
+)
 from usage.limits import limits_admit
 from usage.meter import CallContext, UsageCall
 from usage.services import (
@@ -161,7 +167,11 @@ class ChatSettings:
 
 
 def chat_settings_validate(
-    *, model_id: object, system_prompt: object, params: dict[str, object]
+    *,
+    model_id: object,
+    system_prompt: object,
+    params: dict[str, object],
+    available: QuerySet[ChatModel] | None = None,
 ) -> ChatSettings:
     """Check a model choice, a system prompt and parameters together; SettingsInvalid if not.
 
@@ -172,7 +182,9 @@ def chat_settings_validate(
     model = None
     if model_id not in (None, ""):
         try:
-            model = chat_models_enabled().filter(pk=int(str(model_id))).first()
+            # ``available``: the models of the chat's team (teams.selectors.models_available).
+            choices = chat_models_enabled() if available is None else available
+            model = choices.filter(pk=int(str(model_id))).first()
         except ValueError:
             model = None
     if model is None:
@@ -228,7 +240,15 @@ def conversation_settings_update(
     params: dict[str, object],
 ) -> Conversation:
     """Save a conversation's model, system prompt and parameters, all or nothing."""
-    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    team = team_for_send(
+        user=conversation.owner, requested=None, current_team_id=conversation.team_id
+    )
+    chosen = chat_settings_validate(
+        model_id=model_id,
+        system_prompt=system_prompt,
+        params=params,
+        available=models_available(team=team),
+    )
     with transaction.atomic():
         conversation.model = chosen.model
         conversation.system_prompt = chosen.system_prompt
@@ -247,7 +267,12 @@ def new_chat_settings_update(
     params: dict[str, object],
 ) -> NewChatSettings:
     """Save what the user set on the new-chat page; the first message takes it along."""
-    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    chosen = chat_settings_validate(
+        model_id=model_id,
+        system_prompt=system_prompt,
+        params=params,
+        available=models_available(team=team_default_for(user=user)),
+    )
     row, _ = NewChatSettings.objects.update_or_create(
         user=user,
         defaults={

@@ -212,3 +212,22 @@ def test_a_provider_restricted_to_other_teams_leaves_a_clear_message():
     assert caught.value.code == "no_model"
     assert "people outside a team" in caught.value.message
     assert not Conversation.objects.exists()
+
+
+def test_the_model_picker_offers_and_accepts_only_the_teams_models():
+    open_model = make_chat_model("http://127.0.0.1:9/v1", name="open-model")
+    premium = make_chat_model("http://127.0.0.1:9/v1", name="premium-model")
+    outsider = make_user("oli")
+    make_team("Outsiders", members=(outsider,))
+    insiders = make_team("Insiders")
+    ModelAccess.objects.create(chat_model=premium).teams.add(insiders)
+    client = client_for(outsider)
+
+    page = client.get("/").content.decode()
+    assert "open-model" in page and "premium-model" not in page
+    response = client.post("/settings/new-chat/", {"model": str(premium.pk), "system_prompt": ""})
+    assert "Pick one of the available models." in response.content.decode()
+    conversation = make_conversation(outsider, model=open_model)
+    client.post(f"/c/{conversation.id}/settings/", {"model": str(premium.pk), "system_prompt": ""})
+    conversation.refresh_from_db()
+    assert conversation.model == open_model
