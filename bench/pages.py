@@ -100,6 +100,7 @@ def _chain(conversation, count: int, model) -> None:
             content=(QUESTION if n % 2 == 0 else REPLY).replace("{n}", str(n)),
             status="complete",
             token_count=40 if n % 2 == 0 else 260,
+            depth=n,
             model=model if n % 2 else None,
             model_name=model.label if n % 2 else "",
         )

@@ -369,11 +369,11 @@ def test_a_long_conversation_loads_older_messages_as_you_scroll_up(
         for index in range(1, 121):
             role = "user" if index % 2 else "assistant"
             parent = conn.execute(
-                "INSERT INTO conversations_message (conversation_id, parent_id, role, content,"
-                " reasoning, status, finish_reason, error_kind, error, model_name,"
-                " usage_estimated, created_at, updated_at) VALUES (%s, %s, %s, %s, '',"
+                "INSERT INTO conversations_message (conversation_id, parent_id, depth, role,"
+                " content, reasoning, status, finish_reason, error_kind, error, model_name,"
+                " usage_estimated, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, '',"
                 " 'complete', '', '', '', '', false, now(), now()) RETURNING id",
-                (uuid.UUID(cid), parent, role, f"{role} line {index}"),
+                (uuid.UUID(cid), parent, index + 1, role, f"{role} line {index}"),
             ).fetchone()[0]
         conn.execute(
             "UPDATE conversations_conversation SET current_leaf_id = %s WHERE id = %s",
