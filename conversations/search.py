@@ -1,7 +1,7 @@
 """Search across one user's conversations: titles and message text. Reads only.
 
 PostgreSQL: full-text search (``to_tsvector`` / prefix ``to_tsquery``) served by the GIN
-expression indexes of migration 0004, highlighted with ``ts_headline``. Other databases (the
+expression indexes of migration 0005, highlighted with ``ts_headline``. Other databases (the
 zero-setup SQLite) fall back to a case-insensitive substring match, highlighted here.
 
 Every query starts from ``owner=user``: nobody's search can reach another user's messages.
@@ -25,7 +25,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from conversations.models import Conversation, Message
 
-# The text search configuration of the indexes (migration 0004 creates them with this value).
+# The text search configuration of the indexes (migration 0005 creates them with this value).
 SEARCH_CONFIG = "english"
 MAX_TERMS = 8
 MAX_QUERY_CHARS = 200

@@ -36,6 +36,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("conversations", "0003_organize_titles")]
+    dependencies = [("conversations", "0004_organize_titles")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
