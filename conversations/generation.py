@@ -25,9 +25,11 @@ from django.conf import settings
 
 from conversations import selectors, services, summaries
 from conversations.errors import ChatError
-from conversations.frames import context_frame, reply_done_frame
+from conversations.frames import context_frame, reply_done_frame, title_frame
 from conversations.history import SummaryWork
 from conversations.models import Message
+from conversations.titles import TitlePlan, clean_title, title_request
+from conversations.tokens import count_tokens, message_tokens
 from providers.client import ChatRequest, stream_chat
 from providers.events import (
     Finish,
@@ -390,6 +392,41 @@ class Generation:
         # Before the pages hear the reply ended: the next message must see the correction.
         await self._learn_from(usage)
         await self.hub.broadcast(self.conversation_id, frame)
+        if status == Message.Status.COMPLETE and self.plan.title is not None and content.strip():
+            # After the reply is shown and stored: the title never delays the answer.
+            self.hub.spawn(self._write_title(self.plan.title, content))
+
+    async def _write_title(self, plan: TitlePlan, answer: str) -> None:
+        request = title_request(plan, answer)
+        text = ""
+        usage: Usage | None = None
+        async with aclosing(stream_chat(plan.config, request)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text += event.text
+                elif isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, UpstreamError):
+                    logger.info("no title for %s: %s", self.conversation_id, event.message)
+                    text = ""
+        prompt = sum(message_tokens(m["content"]) for m in request.messages)
+        reported = usage if usage is not None and usage.prompt_tokens is not None else None
+        frame = await db_write(_store_title)(
+            conversation_id=self.conversation_id,
+            user_id=self.plan.user_id,
+            title=clean_title(text),
+            chat_model_id=plan.chat_model_id,
+            model_name=plan.model,
+            prompt_tokens=reported.prompt_tokens if reported else prompt,
+            completion_tokens=(
+                reported.completion_tokens
+                if reported and reported.completion_tokens is not None
+                else count_tokens(text)
+            ),
+            estimated=reported is None,
+        )
+        if frame is not None:
+            await self.hub.broadcast(self.conversation_id, frame)
 
     async def _learn_from(self, usage: Usage | None) -> None:
         """Correct the model's token estimate by what its provider counted for this prompt."""
@@ -403,6 +440,12 @@ class Generation:
             )
         except Exception:
             logger.exception("could not record the token usage of reply %s", self.reply_id)
+
+
+def _store_title(**fields: object) -> dict | None:
+    """Sync: keep the title call's result; the frame that tells open pages, if it changed."""
+    conversation = services.conversation_title_generated(**fields)  # type: ignore[arg-type]
+    return None if conversation is None else title_frame(conversation)
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -444,6 +487,8 @@ class ConversationHub:
         self._reader: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[Awaitable[None]] | None = None
+        # Work that follows a generation (the title call); kept so tasks are not collected.
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- the channel layer -----------------------------------------------------------------
     @property
@@ -600,9 +645,26 @@ class ConversationHub:
                 )
             )
 
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` as a task of its own; its failure is logged, never raised."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("background work after a reply failed")
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def wait_all(self) -> None:
-        """For tests and shutdown: wait until every running generation has ended."""
-        while tasks := [g.task for g in self._running.values() if g.task is not None]:
+        """For tests and shutdown: wait until every running generation (and what follows it,
+        such as a title) has ended."""
+        while tasks := [
+            *(g.task for g in self._running.values() if g.task is not None),
+            *self._background,
+        ]:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._outbox is not None and self._publisher is not None and not self._publisher.done():
             await self._outbox.join()
