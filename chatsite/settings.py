@@ -222,6 +222,10 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 256 * 1024)
 CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30)
 # Largest export file (bytes) the import form accepts; a bigger one is refused with its size.
 CHAT_IMPORT_MAX_BYTES = env_int("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+# A conversation opens with its last this-many messages; older ones load as the user scrolls up.
+CHAT_THREAD_PAGE_SIZE = env_int("CHAT_THREAD_PAGE_SIZE", 40)
+# After the first exchange the model writes a short title (one small extra call).
+CHAT_GENERATED_TITLES = env_bool("CHAT_GENERATED_TITLES", True)
 # A reply in progress is written to the database at most this often (seconds).
 CHAT_FLUSH_INTERVAL = float(env_int("CHAT_FLUSH_INTERVAL_MS", 1000)) / 1000
 # Tokens arriving faster than this are coalesced into one websocket frame (seconds).

@@ -43,16 +43,56 @@ def _send_message(
     conversation_id: UUID | None,
     content: object,
     client_id: UUID | None,
+    parent_id: object = None,
     team: object = None,
 ):
     outcome = services.message_send(
-        user=user, conversation_id=conversation_id, content=content, client_id=client_id, team=team
+        user=user,
+        conversation_id=conversation_id,
+        content=content,
+        client_id=client_id,
+        parent_id=parent_id,
+        team=team,
     )
-    rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
+    if outcome.branched:
+        # The page showed another branch than the stored one: redraw it whole.
+        rendered = [
+            {**frames.thread_frame(outcome.conversation), "fresh": outcome.plan is not None}
+        ]
+    else:
+        rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
     created = (
         frames.conversation_frame(outcome.conversation) if outcome.created_conversation else None
     )
     return outcome, created, rendered
+
+
+@database_sync_to_async
+def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
+    """Run one tree service (edit, regenerate, continue, switch); the plan and the redrawn
+    branch."""
+    common = {
+        "user": user,
+        "conversation_id": conversation_id,
+        "message_id": frame.get("message"),
+        # The composer's "Charged to" choice, as for a send.
+        "team": frame.get("team"),
+    }
+    client_id = _parse_uuid(frame.get("client_id"))
+    plan = None
+    if action == "edit":
+        outcome = services.message_edit(**common, content=frame.get("content"), client_id=client_id)
+        conversation, plan = outcome.conversation, outcome.plan
+    elif action == "regenerate":
+        reply = services.message_regenerate(**common, client_id=client_id)
+        conversation, plan = reply.conversation, reply.plan
+    elif action == "continue":
+        reply = services.message_continue(**common, client_id=client_id)
+        conversation, plan = reply.conversation, reply.plan
+    else:
+        del common["team"]  # switching starts no call: nothing is charged
+        conversation = services.conversation_switch_branch(**common)
+    return plan, frames.thread_frame(conversation)
 
 
 @database_sync_to_async
@@ -146,6 +186,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "subscribe": self.on_subscribe,
             "send": self.on_send,
             "stop": self.on_stop,
+            "edit": self.on_tree_change,
+            "regenerate": self.on_tree_change,
+            "continue": self.on_tree_change,
+            "switch": self.on_tree_change,
         }.get(frame.get("type"))
         if handler is None:
             await self.send_error("Unknown frame type.", "bad_frame")
@@ -223,6 +267,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id,
             frame.get("content"),
             _parse_uuid(frame.get("client_id")),
+            frame.get("parent"),
             frame.get("team"),
         )
         conversation_uuid = outcome.conversation.id
@@ -238,6 +283,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif (generation := hub.get(conversation_uuid)) is not None:
             # A resend of a message already answered: show the reply where it stands.
             await self.send_frame(generation.snapshot_frame())
+
+    async def on_tree_change(self, frame: dict) -> None:
+        conversation_id = _parse_uuid(frame.get("conversation"))
+        if conversation_id is None:
+            raise ChatError("This conversation does not exist.", code="not_found")
+        plan, thread = await _change_tree(frame["type"], self.scope["user"], conversation_id, frame)
+        await self._show(conversation_id)
+        # Every page showing the conversation follows: the branch shown is the conversation's.
+        await hub.broadcast(
+            conversation_id,
+            {**thread, "client_id": frame.get("client_id"), "fresh": plan is not None},
+        )
+        if plan is not None:
+            await hub.start(plan)
 
     async def on_stop(self, frame: dict) -> None:
         conversation_id = _parse_uuid(frame.get("conversation"))

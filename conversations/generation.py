@@ -26,10 +26,11 @@ from django.conf import settings
 
 from conversations import selectors, services, summaries
 from conversations.errors import ChatError
-from conversations.frames import context_frame, reply_done_frame
+from conversations.frames import context_frame, reply_done_frame, title_frame
 from conversations.history import SummaryWork
 from conversations.models import Message
-from conversations.tokens import message_tokens
+from conversations.titles import TitlePlan, clean_title, title_request
+from conversations.tokens import count_tokens, message_tokens
 from providers.client import ChatRequest, stream_chat
 from providers.events import (
     Finish,
@@ -453,6 +454,65 @@ class Generation:
         # Before the pages hear the reply ended: the next message must see the correction.
         await self._learn_from(usage)
         await self.hub.broadcast(self.conversation_id, frame)
+        if status == Message.Status.COMPLETE and self.plan.title is not None and content.strip():
+            # After the reply is shown and stored: the title never delays the answer.
+            self.hub.spawn(self._write_title(self.plan.title, content))
+
+    async def _write_title(self, plan: TitlePlan, answer: str) -> None:
+        request = title_request(plan, answer)
+        prompt = sum(message_tokens(m["content"]) for m in request.messages)
+        meter = None
+        if self.plan.usage is not None and plan.chat_model_id is not None:
+            # Charged like the reply it names: same user, team and conversation.
+            meter = CallMeter(
+                await db_read(related_call_context)(
+                    parent=self.plan.usage,
+                    call_id=f"title:{self.reply_id}",
+                    kind="title",
+                    chat_model_id=plan.chat_model_id,
+                    estimated_prompt_tokens=prompt,
+                )
+            )
+            meter.begin()
+        text = ""
+        usage: Usage | None = None
+        failed = ""
+        async with aclosing(stream_chat(plan.config, request)) as events:
+            async for event in events:
+                if meter is not None:
+                    meter.observe(event)
+                if isinstance(event, TextDelta):
+                    text += event.text
+                elif isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, UpstreamError):
+                    logger.info("no title for %s: %s", self.conversation_id, event.message)
+                    failed = event.kind
+        call = None
+        if meter is not None:
+            call = meter.result(
+                outcome="error" if failed else "complete", error_kind=failed, completion_text=text
+            )
+        if failed:
+            text = ""
+        reported = usage if usage is not None and usage.prompt_tokens is not None else None
+        frame = await db_write(_store_title)(
+            conversation_id=self.conversation_id,
+            user_id=self.plan.user_id,
+            title=clean_title(text),
+            chat_model_id=plan.chat_model_id,
+            model_name=plan.model,
+            prompt_tokens=reported.prompt_tokens if reported else prompt,
+            completion_tokens=(
+                reported.completion_tokens
+                if reported and reported.completion_tokens is not None
+                else count_tokens(text)
+            ),
+            estimated=reported is None,
+            call=call,
+        )
+        if frame is not None:
+            await self.hub.broadcast(self.conversation_id, frame)
 
     async def _learn_from(self, usage: Usage | None) -> None:
         """Correct the model's token estimate by what its provider counted for this prompt."""
@@ -466,6 +526,12 @@ class Generation:
             )
         except Exception:
             logger.exception("could not record the token usage of reply %s", self.reply_id)
+
+
+def _store_title(**fields: object) -> dict | None:
+    """Sync: keep the title call's result; the frame that tells open pages, if it changed."""
+    conversation = services.conversation_title_generated(**fields)  # type: ignore[arg-type]
+    return None if conversation is None else title_frame(conversation)
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -507,6 +573,8 @@ class ConversationHub:
         self._reader: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[Awaitable[None]] | None = None
+        # Work that follows a generation (the title call); kept so tasks are not collected.
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- the channel layer -----------------------------------------------------------------
     @property
@@ -689,9 +757,26 @@ class ConversationHub:
             # here could land after the next start's group_add and deafen a running reply, and
             # a stale membership only delivers a message that finds nothing to stop.
 
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` as a task of its own; its failure is logged, never raised."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("background work after a reply failed")
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def wait_all(self) -> None:
-        """For tests and shutdown: wait until every running generation has ended."""
-        while tasks := [g.task for g in self._running.values() if g.task is not None]:
+        """For tests and shutdown: wait until every running generation (and what follows it,
+        such as a title) has ended."""
+        while tasks := [
+            *(g.task for g in self._running.values() if g.task is not None),
+            *self._background,
+        ]:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._outbox is not None and self._publisher is not None and not self._publisher.done():
             await self._outbox.join()

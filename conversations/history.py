@@ -29,7 +29,7 @@ Sync; call through database_sync_to_async.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.db import connection
@@ -316,7 +316,14 @@ def _assemble(
     messages: list[dict[str, str]] = []
     if system:
         messages.append({"role": "system", "content": system})
-    messages += [{"role": row.role, "content": texts[row.id]} for row in rows]
+    for row in rows:
+        if row.role == Message.Role.ASSISTANT and messages and messages[-1]["role"] == row.role:
+            # A continuation (an assistant reply under an assistant reply, see message_continue)
+            # finishes the text before it: one assistant message, since many chat templates
+            # insist that roles alternate.
+            messages[-1] = {"role": row.role, "content": messages[-1]["content"] + texts[row.id]}
+        else:
+            messages.append({"role": row.role, "content": texts[row.id]})
     messages.append({"role": "user", "content": newest.content})
     first = kept[0][0] if kept else None
     return RequestContext(
@@ -366,9 +373,11 @@ def build_request_context(
     summary: Summary | None = None,
     strategy: str | None = None,
     note: str = "",
+    reserve: int = 0,
 ) -> RequestContext:
     """The request for ``newest``: the summary given (if any), then the newest turns that fit.
 
+    ``reserve``: tokens the caller adds after the newest message (build_continue_context).
     Raises ContextTooLarge when the system prompt, the summary and the newest message alone do
     not fit.
     """
@@ -377,7 +386,7 @@ def build_request_context(
     ratio = token_ratio(model.id)
     room = int(budget / ratio)
     system = system_text(conversation.system_prompt, summary.content if summary else None)
-    fixed = _tokens(system) + _newest_tokens(newest)
+    fixed = _tokens(system) + _newest_tokens(newest) + reserve
     _refuse_unless_fits(
         fixed=fixed,
         newest=newest,
@@ -557,3 +566,63 @@ def _summary_steps(turns: list[list[_Row]], input_tokens: int) -> list[SummarySt
             used += row_cost
     close()
     return steps
+
+
+# --- continuing a reply cut off by the length limit -------------------------------------------
+
+CONTINUE_INSTRUCTION = (
+    "Your previous reply was cut off by the length limit. Continue it exactly where it stopped, "
+    "without repeating anything and without any preamble."
+)
+
+
+class ReplyTooLongToContinue(ChatError):
+    def __init__(self) -> None:
+        super().__init__(
+            "This reply is too long to continue within this model's context window. "
+            "Ask a follow-up question instead.",
+            code="context_too_large",
+        )
+
+
+def build_continue_context(
+    *, conversation: Conversation, reply: Message, model: ChatModel
+) -> RequestContext:
+    """The request that continues ``reply``, an answer cut off by the length limit.
+
+    The history up to the user message the reply answers, then the reply so far (joined with
+    any earlier continuations of it) as the assistant's message, then an instruction to go on.
+    The instruction is sent, never stored; the continuation is stored as a new reply under
+    ``reply``, so nothing stored changes. Earlier turns that do not fit are left out.
+    """
+    chain = [reply]
+    question: Message | None = None
+    node = reply
+    while node.parent_id is not None:
+        parent = Message.objects.get(id=node.parent_id)
+        if parent.role == Message.Role.USER:
+            question = parent
+            break
+        chain.append(parent)
+        node = parent
+    if question is None:
+        raise ReplyTooLongToContinue
+    chain.reverse()
+    partial = "".join(part.content for part in chain)
+    extra = message_tokens(partial) + message_tokens(CONTINUE_INSTRUCTION)
+    try:
+        context = build_request_context(
+            conversation=conversation, newest=question, model=model, reserve=extra
+        )
+    except ContextTooLarge:
+        raise ReplyTooLongToContinue from None
+    return replace(
+        context,
+        messages=[
+            *context.messages,
+            {"role": "assistant", "content": partial},
+            {"role": "user", "content": CONTINUE_INSTRUCTION},
+        ],
+        sent_ids=[*context.sent_ids, *(part.id for part in chain)],
+        estimated_prompt_tokens=context.estimated_prompt_tokens + extra,
+    )

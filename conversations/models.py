@@ -1,8 +1,11 @@
 """Conversations and their messages.
 
 A conversation is a tree of messages: each message points at the one it follows (``parent``), and
-the conversation remembers which leaf is shown (``current_leaf``). Today every message simply
-follows the previous one; regenerate, edit and branches extend the tree without rewriting it.
+the conversation remembers which leaf is shown (``current_leaf``). Regenerating a reply adds a
+sibling reply under the same user message; editing a user message adds a sibling user message
+under the same parent; continuing a reply cut off by the length limit adds an assistant child
+under the cut reply. Nothing is rewritten or deleted: branches are switched by moving
+``current_leaf``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,28 @@ from providers.models import ContextStrategy
 
 
 class Conversation(models.Model):
+    class TitleSource(models.TextChoices):
+        # The first words of the first message: replaced by a generated title when one arrives.
+        WORDS = "words", "First words"
+        MODEL = "model", "Written by the model"
+        USER = "user", "Set by the user"
+
     # Random ids: nothing in a URL reveals how many conversations exist.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=200, blank=True)
+    title_source = models.CharField(
+        max_length=8, choices=TitleSource.choices, default=TitleSource.WORDS
+    )
+    # What the call that wrote the title cost (see conversations/usage.py); None until one ran.
+    title_prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    title_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    title_usage_estimated = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False)
+    # Archived conversations leave the sidebar; the Archive page and search still find them.
+    archived = models.BooleanField(default=False)
     model = models.ForeignKey(
         "providers.ChatModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -47,8 +66,11 @@ class Conversation(models.Model):
 
     class Meta:
         indexes = [
-            # The sidebar: one user's conversations, newest first.
-            models.Index(fields=["owner", "-updated_at", "-created_at"], name="conv_owner_recent"),
+            # The sidebar (pinned first, then newest) and the Archive page, for one user.
+            models.Index(
+                fields=["owner", "archived", "-pinned", "-updated_at", "-created_at"],
+                name="conv_owner_sidebar",
+            ),
         ]
 
     def __str__(self) -> str:

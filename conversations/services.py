@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from conversations.history import (
     RequestContext,
     SummaryStep,
     SummaryWork,
+    build_continue_context,
     build_request_context,
     context_budget,
     conversation_budget,
@@ -42,10 +43,14 @@ from conversations.selectors import (
     chat_model_for_new_chat,
     chat_models_enabled,
     conversation_get_for_user,
+    message_get_in,
     new_chat_settings,
+    newest_leaf_under,
 )
 from conversations.summaries import SummaryResult
+from conversations.titles import TitlePlan
 from conversations.tokens import message_tokens
+from conversations.usage import UpstreamCall, record_upstream_call
 from providers.client import ChatRequest, ProviderConfig
 from providers.events import Usage
 from providers.models import ChatModel, ContextStrategy
@@ -56,6 +61,7 @@ from providers.params import (
     clean_params,
     request_params,
 )
+from teams.models import Team
 from teams.selectors import (
     model_default_for,
     model_is_available,
@@ -91,6 +97,11 @@ BUSY_MESSAGE = (
     "then send again. Your message is still in the box."
 )
 
+REPLY_BUSY_MESSAGE = (
+    "A reply is still being written in this conversation. Wait for it to finish, or press Stop, "
+    "then try again."
+)
+
 
 @dataclass(frozen=True)
 class GenerationPlan:
@@ -109,6 +120,8 @@ class GenerationPlan:
     chat_model_id: int | None = None
     # Who and what the call is charged to (usage.meter); None only for plans made elsewhere.
     usage: CallContext | None = None
+    # Set when this reply completes the conversation's first exchange and a title is wanted.
+    title: TitlePlan | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,18 @@ class SendOutcome:
     reply: Message
     created_conversation: bool
     # None when the same client message id was already stored: nothing new is started.
+    plan: GenerationPlan | None
+    # True when the new message does not simply follow the branch that was shown (an edit, or
+    # a send from a page showing another branch): pages must redraw the branch.
+    branched: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """A new reply (regenerate, retry, continue): always a new branch of the tree."""
+
+    conversation: Conversation
+    reply: Message
     plan: GenerationPlan | None
 
 
@@ -290,7 +315,9 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     if not title:
         raise ChatError("A title cannot be empty.", code="empty_title")
     conversation.title = title
-    conversation.save(update_fields=["title"])
+    # A title the user chose is never replaced by a generated one.
+    conversation.title_source = Conversation.TitleSource.USER
+    conversation.save(update_fields=["title", "title_source"])
     return conversation
 
 
@@ -298,8 +325,82 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
+def conversation_set_pinned(*, conversation: Conversation, pinned: bool) -> Conversation:
+    conversation.pinned = pinned
+    conversation.save(update_fields=["pinned"])
+    return conversation
+
+
+def conversation_set_archived(*, conversation: Conversation, archived: bool) -> Conversation:
+    """Archived conversations leave the sidebar; they stay readable, searchable and usable."""
+    conversation.archived = archived
+    conversation.save(update_fields=["archived"])
+    return conversation
+
+
+def conversation_switch_branch(
+    *, user: AbstractBaseUser, conversation_id: UUID | str, message_id: object
+) -> Conversation:
+    """Show the branch through ``message_id``: the newest leaf under it becomes current."""
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    message = message_get_in(conversation=conversation, message_id=message_id)
+    conversation.current_leaf_id = newest_leaf_under(message_id=message.id)
+    conversation.save(update_fields=["current_leaf"])
+    return conversation
+
+
+def conversation_title_generated(
+    *,
+    conversation_id: UUID,
+    user_id: int,
+    title: str,
+    chat_model_id: int | None,
+    model_name: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    estimated: bool,
+    call: UsageCall | None = None,
+) -> Conversation | None:
+    """Keep the usage of a title call and, unless the user set a title meanwhile, the title.
+
+    ``call`` is the call's metering (usage.meter), recorded in the same transaction.
+    Returns the conversation when its title changed, else None.
+    """
+    with transaction.atomic():
+        if call is not None:
+            usage_record_call(call=call)
+        Conversation.objects.filter(id=conversation_id).update(
+            title_prompt_tokens=prompt_tokens,
+            title_completion_tokens=completion_tokens,
+            title_usage_estimated=estimated,
+        )
+        changed = bool(title) and bool(
+            Conversation.objects.filter(
+                id=conversation_id, title_source=Conversation.TitleSource.WORDS
+            ).update(title=title[:TITLE_MAX_CHARS], title_source=Conversation.TitleSource.MODEL)
+        )
+        record_upstream_call(
+            UpstreamCall(
+                purpose="title",
+                user_id=user_id,
+                conversation_id=conversation_id,
+                message_id=None,
+                chat_model_id=chat_model_id,
+                model_name=model_name,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                estimated=estimated,
+            )
+        )
+    if not changed:
+        return None
+    return Conversation.objects.filter(id=conversation_id).first()
+
+
 def _existing_send(conversation: Conversation, client_id: UUID) -> SendOutcome | None:
-    user_message = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+    user_message = Message.objects.filter(
+        conversation=conversation, client_id=client_id, role=Message.Role.USER
+    ).first()
     if user_message is None:
         return None
     reply = user_message.children.order_by("id").first()
@@ -308,24 +409,167 @@ def _existing_send(conversation: Conversation, client_id: UUID) -> SendOutcome |
     return SendOutcome(conversation, user_message, reply, False, None)
 
 
+def _existing_reply(conversation: Conversation, client_id: UUID | None) -> ReplyOutcome | None:
+    if client_id is None:
+        return None
+    reply = Message.objects.filter(
+        conversation=conversation, client_id=client_id, role=Message.Role.ASSISTANT
+    ).first()
+    return None if reply is None else ReplyOutcome(conversation, reply, None)
+
+
+def _usable_model(
+    conversation: Conversation, user: AbstractBaseUser, team: object = None
+) -> tuple[ChatModel, Team | None]:
+    """The model a new reply in ``conversation`` uses and the team it is charged to (``team``
+    as requested by the page, else the conversation's); refused when the team may not use it."""
+    if conversation.model is not None and not conversation.model.is_available:
+        raise ChatError(
+            MODEL_UNAVAILABLE_MESSAGE.format(label=conversation.model.label),
+            code="model_unavailable",
+        )
+    charged = team_for_send(user=user, requested=team, current_team_id=conversation.team_id)
+    model = conversation.model or model_default_for(team=charged)
+    if model is None:
+        raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+    if not model_is_available(model=model, team=charged):
+        raise ChatError(_model_unavailable_message(model, charged), code="model_unavailable")
+    return model, charged
+
+
+def _meter_call(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    charged: Team | None,
+    reply: Message,
+    model: ChatModel,
+    context: RequestContext | None,
+) -> CallContext:
+    """In the transaction that stores ``reply``: charge the conversation to ``charged`` and
+    reserve the call's largest cost, so concurrent sends cannot overrun a budget together."""
+    if conversation.team_id != (charged.pk if charged else None):
+        conversation.team = charged
+        conversation.save(update_fields=["team"])
+    prompt_budget, reserved = conversation_budget(conversation=conversation, model=model)
+    usage = call_context(
+        call_id=reply_call_id(reply.id),
+        kind="reply",
+        user=user,
+        team=charged,
+        conversation_id=conversation.id,
+        model=model,
+        # Before summarizing, the request is not built yet: reserve its largest size.
+        estimated_prompt_tokens=(
+            context.estimated_prompt_tokens if context is not None else prompt_budget
+        ),
+    )
+    usage_reserve(context=usage, max_completion_tokens=reserved)
+    return usage
+
+
+def _plan(
+    *,
+    conversation: Conversation,
+    reply: Message,
+    user: AbstractBaseUser,
+    model: ChatModel,
+    context: RequestContext | None,
+    question: Message | None,
+    work: SummaryWork | None = None,
+    usage: CallContext | None = None,
+) -> GenerationPlan:
+    """The generation's plan: the request (or the summaries to write first), and the title."""
+    # The same reserve the history budget left room for, so prompt + reply fit the window.
+    _, reserved = conversation_budget(conversation=conversation, model=model)
+    params = request_params(
+        defaults=model.default_params or {},
+        chosen=conversation.params or {},
+        accepted=model.accepted_params or (),
+        json_mode_allowed=model.accepts_json_mode,
+        max_tokens=reserved,
+        max_tokens_key=model.max_tokens_param,
+    )
+    config = model.provider.to_config()
+    title = None
+    if (
+        settings.CHAT_GENERATED_TITLES
+        and question is not None
+        and question.parent_id is None
+        and conversation.title_source == Conversation.TitleSource.WORDS
+    ):
+        title = TitlePlan(
+            config=config, model=model.name, chat_model_id=model.pk, question=question.content
+        )
+    return GenerationPlan(
+        conversation_id=conversation.id,
+        reply_id=reply.id,
+        user_id=user.pk,
+        config=config,
+        request=ChatRequest(
+            model=model.name,
+            messages=context.messages if context is not None else [],
+            params=params,
+        ),
+        model_label=model.label,
+        summarize=work,
+        estimated_prompt_tokens=context.estimated_prompt_tokens if context is not None else 0,
+        chat_model_id=model.id,
+        usage=usage,
+        title=title,
+    )
+
+
+def _new_reply(
+    *,
+    conversation: Conversation,
+    parent: Message,
+    model: ChatModel,
+    now: datetime,
+    client_id: UUID | None = None,
+) -> Message:
+    """An empty streaming reply under ``parent``, made the shown leaf. In a transaction."""
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        depth=parent.depth + 1,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=model,
+        model_name=model.label,
+        client_id=client_id,
+        created_at=now,
+        updated_at=now,
+    )
+    conversation.current_leaf = reply
+    conversation.updated_at = now
+    update = ["current_leaf", "updated_at"]
+    if conversation.model_id is None:
+        conversation.model = model
+        update.append("model")
+    conversation.save(update_fields=update)
+    return reply
+
+
 def message_send(
     *,
     user: AbstractBaseUser,
     conversation_id: UUID | str | None,
     content: object,
     client_id: UUID | None = None,
+    parent_id: object = None,
     team: object = None,
 ) -> SendOutcome:
     """Store the user's message and an empty streaming reply, and plan the upstream call.
 
-    Either both messages are stored and a plan is returned, or ChatError is raised and nothing
-    is stored (the browser keeps the draft). A client id seen before returns the stored pair
-    with ``plan=None``. ``team`` is the id of the team the user picked to charge (default: the
-    conversation's, else their first team); limits are checked before anything is stored.
+    The message follows ``parent_id`` (the last message of the branch the page shows) or, when
+    none is given, the conversation's current leaf. Either both messages are stored and a plan
+    is returned, or ChatError is raised and nothing is stored (the browser keeps the draft). A
+    client id seen before returns the stored pair with ``plan=None``. ``team`` is the id of the
+    team the user picked to charge (default: the conversation's, else their first team); limits
+    are checked before anything is stored.
     """
     text = validate_message_content(content)
-    created_conversation = False
-    draft: NewChatSettings | None = None
     if conversation_id is None:
         charged = team_for_send(user=user, requested=team, current_team_id=None)
         draft = new_chat_settings(user=user)
@@ -342,30 +586,79 @@ def message_send(
             system_prompt=draft.system_prompt if draft else "",
             params=dict(draft.params) if draft else {},
         )
-        created_conversation = True
-    else:
-        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        if client_id is not None and (existing := _existing_send(conversation, client_id)):
-            return existing
-        if conversation.model is not None and not conversation.model.is_available:
-            raise ChatError(
-                MODEL_UNAVAILABLE_MESSAGE.format(label=conversation.model.label),
-                code="model_unavailable",
-            )
-        charged = team_for_send(user=user, requested=team, current_team_id=conversation.team_id)
-        model = conversation.model or model_default_for(team=charged)
-        if model is None:
-            raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-        if not model_is_available(model=model, team=charged):
-            raise ChatError(_model_unavailable_message(model, charged), code="model_unavailable")
+        return _send(
+            user,
+            conversation,
+            text,
+            client_id,
+            None,
+            model=model,
+            charged=charged,
+            created=True,
+            draft=draft,
+        )
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    if client_id is not None and (existing := _existing_send(conversation, client_id)):
+        return existing
+    model, charged = _usable_model(conversation, user, team)
+    parent = conversation.current_leaf_id
+    if parent_id is not None:
+        parent = message_get_in(conversation=conversation, message_id=parent_id).id
+    return _send(user, conversation, text, client_id, parent, model=model, charged=charged)
 
+
+def message_edit(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: UUID | str,
+    message_id: object,
+    content: object,
+    client_id: UUID | None = None,
+    team: object = None,
+) -> SendOutcome:
+    """Send an edited version of one of the user's messages: a new message beside it (same
+    parent) with a new reply. The original and everything under it stay, one branch away."""
+    text = validate_message_content(content)
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    if client_id is not None and (existing := _existing_send(conversation, client_id)):
+        return existing
+    original = message_get_in(conversation=conversation, message_id=message_id)
+    if original.role != Message.Role.USER:
+        raise ChatError("Only your own messages can be edited.", code="not_editable")
+    model, charged = _usable_model(conversation, user, team)
+    return _send(
+        user,
+        conversation,
+        text,
+        client_id,
+        original.parent_id,
+        model=model,
+        charged=charged,
+        edit=True,
+    )
+
+
+def _send(
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    text: str,
+    client_id: UUID | None,
+    parent_id: int | None,
+    *,
+    model: ChatModel,
+    charged: Team | None,
+    created: bool = False,
+    edit: bool = False,
+    draft: NewChatSettings | None = None,
+) -> SendOutcome:
     now = timezone.now()
+    branched = edit or (not created and parent_id != conversation.current_leaf_id)
     try:
         with transaction.atomic():
             # First, before anything is stored: budgets and rates (LimitReached is a ChatError
             # and rolls everything back). Its locks serialize this user's concurrent sends.
             limits_admit(user=user, team=charged, now=now)
-            if created_conversation:
+            if created:
                 conversation.title = title_from_text(text)
                 conversation.created_at = conversation.updated_at = now
                 conversation.save(force_insert=True)
@@ -374,7 +667,7 @@ def message_send(
                     NewChatSettings.objects.filter(pk=draft.pk).update(system_prompt="", params={})
             user_message = Message.objects.create(
                 conversation=conversation,
-                parent_id=conversation.current_leaf_id,
+                parent_id=parent_id,
                 role=Message.Role.USER,
                 content=text,
                 token_count=message_tokens(text),
@@ -384,82 +677,144 @@ def message_send(
             )
             # Raises ContextTooLarge before anything is committed.
             context_plan = plan_request(conversation=conversation, newest=user_message, model=model)
-            reply = Message.objects.create(
-                conversation=conversation,
-                parent=user_message,
-                depth=user_message.depth + 1,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=model,
-                model_name=model.label,
-                created_at=now,
-                updated_at=now,
-            )
-            context = context_plan.context
-            if context is not None:
-                _reply_context_store(reply_id=reply.id, context=context)
-            conversation.current_leaf = reply
-            conversation.updated_at = now
-            update = ["current_leaf", "updated_at"]
+            reply = _new_reply(conversation=conversation, parent=user_message, model=model, now=now)
+            if context_plan.context is not None:
+                _reply_context_store(reply_id=reply.id, context=context_plan.context)
             if not conversation.title:
                 conversation.title = title_from_text(text)
-                update.append("title")
-            if conversation.model_id is None:
-                conversation.model = model
-                update.append("model")
-            if conversation.team_id != (charged.pk if charged else None):
-                conversation.team = charged
-                update.append("team")
-            conversation.save(update_fields=update)
-            prompt_budget, reserved = conversation_budget(conversation=conversation, model=model)
-            usage = call_context(
-                call_id=reply_call_id(reply.id),
-                kind="reply",
+                conversation.save(update_fields=["title"])
+            usage = _meter_call(
                 user=user,
-                team=charged,
-                conversation_id=conversation.id,
+                conversation=conversation,
+                charged=charged,
+                reply=reply,
                 model=model,
-                # Before summarizing, the request is not built yet: reserve its largest size.
-                estimated_prompt_tokens=(
-                    context.estimated_prompt_tokens if context is not None else prompt_budget
-                ),
+                context=context_plan.context,
             )
-            usage_reserve(context=usage, max_completion_tokens=reserved)
     except IntegrityError:
-        if client_id is not None and not created_conversation:
+        if client_id is not None and not created:
             # Two sends of the same message raced: the other one won; answer with its pair.
             existing = _existing_send(conversation, client_id)
             if existing is not None:
                 return existing
         raise ChatError(BUSY_MESSAGE, code="busy") from None
 
-    # The same reserve the history budget left room for, so prompt + reply fit the window.
-    _, reserved = conversation_budget(conversation=conversation, model=model)
-    params = request_params(
-        defaults=model.default_params or {},
-        chosen=conversation.params or {},
-        accepted=model.accepted_params or (),
-        json_mode_allowed=model.accepts_json_mode,
-        max_tokens=reserved,
-        max_tokens_key=model.max_tokens_param,
-    )
-    plan = GenerationPlan(
-        conversation_id=conversation.id,
-        reply_id=reply.id,
-        user_id=user.pk,
-        config=model.provider.to_config(),
-        request=ChatRequest(
-            model=model.name,
-            messages=context.messages if context is not None else [],
-            params=params,
-        ),
-        model_label=model.label,
-        summarize=context_plan.work,
-        estimated_prompt_tokens=context.estimated_prompt_tokens if context is not None else 0,
-        chat_model_id=model.id,
+    plan = _plan(
+        conversation=conversation,
+        reply=reply,
+        user=user,
+        model=model,
+        context=context_plan.context,
+        work=context_plan.work,
+        question=user_message,
         usage=usage,
     )
-    return SendOutcome(conversation, user_message, reply, created_conversation, plan)
+    return SendOutcome(conversation, user_message, reply, created, plan, branched)
+
+
+def message_regenerate(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: UUID | str,
+    message_id: object,
+    client_id: UUID | None = None,
+    team: object = None,
+) -> ReplyOutcome:
+    """A new reply beside ``message_id`` (same parent), for regenerate and retry.
+
+    The reply it replaces stays, one branch away. Regenerating a continuation writes another
+    continuation of the same reply.
+    """
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    if existing := _existing_reply(conversation, client_id):
+        return existing
+    target = message_get_in(conversation=conversation, message_id=message_id)
+    if target.role != Message.Role.ASSISTANT or target.parent_id is None:
+        raise ChatError("Only a reply can be regenerated.", code="not_regenerable")
+    parent = Message.objects.get(id=target.parent_id)
+    return _reply_under(user, conversation, parent, client_id, team)
+
+
+def message_continue(
+    *,
+    user: AbstractBaseUser,
+    conversation_id: UUID | str,
+    message_id: object,
+    client_id: UUID | None = None,
+    team: object = None,
+) -> ReplyOutcome:
+    """Continue a reply cut off by the length limit, as a new reply under it.
+
+    The cut reply is kept as it is (nothing stored changes); pages show the continuation
+    joined to it, and later requests send the two as one assistant message.
+    """
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    if existing := _existing_reply(conversation, client_id):
+        return existing
+    target = message_get_in(conversation=conversation, message_id=message_id)
+    if (
+        target.role != Message.Role.ASSISTANT
+        or target.status != Message.Status.COMPLETE
+        or target.finish_reason != "length"
+    ):
+        raise ChatError(
+            "Only a reply cut off by the length limit can be continued.", code="not_continuable"
+        )
+    return _reply_under(user, conversation, target, client_id, team)
+
+
+def _reply_under(
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    parent: Message,
+    client_id: UUID | None,
+    team: object = None,
+) -> ReplyOutcome:
+    model, charged = _usable_model(conversation, user, team)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            # As for a send: limits first, before anything is stored (see _send).
+            limits_admit(user=user, team=charged, now=now)
+            work = None
+            if parent.role == Message.Role.USER:
+                question = parent
+                # As for a new message: summaries are written first when the history needs them.
+                context_plan = plan_request(conversation=conversation, newest=parent, model=model)
+                context, work = context_plan.context, context_plan.work
+            else:
+                question = None
+                context = build_continue_context(
+                    conversation=conversation, reply=parent, model=model
+                )
+            reply = _new_reply(
+                conversation=conversation, parent=parent, model=model, now=now, client_id=client_id
+            )
+            if context is not None:
+                _reply_context_store(reply_id=reply.id, context=context)
+            usage = _meter_call(
+                user=user,
+                conversation=conversation,
+                charged=charged,
+                reply=reply,
+                model=model,
+                context=context,
+            )
+    except IntegrityError:
+        if existing := _existing_reply(conversation, client_id):
+            return existing
+        raise ChatError(REPLY_BUSY_MESSAGE, code="busy") from None
+    plan = _plan(
+        conversation=conversation,
+        reply=reply,
+        user=user,
+        model=model,
+        context=context,
+        work=work,
+        question=question,
+        usage=usage,
+    )
+    return ReplyOutcome(conversation, reply, plan)
 
 
 def conversation_set_context_strategy(*, conversation: Conversation, strategy: object) -> None:
@@ -532,6 +887,21 @@ def summary_store(
             estimated=result.estimated_prompt_tokens,
             reported=usage.prompt_tokens,
         )
+    record_upstream_call(
+        UpstreamCall(
+            purpose="summary",
+            user_id=Conversation.objects.values_list("owner_id", flat=True).get(
+                id=work.conversation_id
+            ),
+            conversation_id=work.conversation_id,
+            message_id=None,
+            chat_model_id=work.summarizer_id,
+            model_name=work.summarizer_label,
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            estimated=summary.usage_estimated,
+        )
+    )
     return summary.id
 
 
@@ -654,10 +1024,27 @@ def reply_finish(
         fields["completion_tokens"] = fields["token_count"]
         fields["usage_estimated"] = True
     with transaction.atomic():
-        Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(**fields)
+        closed = Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(
+            **fields
+        )
         if call is not None:
             usage_record_call(call=call)
-    return Message.objects.get(id=reply_id)
+    reply = Message.objects.select_related("conversation").get(id=reply_id)
+    if closed and (reply.prompt_tokens is not None or reply.completion_tokens is not None):
+        record_upstream_call(
+            UpstreamCall(
+                purpose="reply",
+                user_id=reply.conversation.owner_id,
+                conversation_id=reply.conversation_id,
+                message_id=reply.id,
+                chat_model_id=reply.model_id,
+                model_name=reply.model_name,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                estimated=reply.usage_estimated,
+            )
+        )
+    return reply
 
 
 def replies_mark_interrupted(*, older_than: timedelta) -> list[Message]:

@@ -21,4 +21,17 @@ urlpatterns = [
         name="conversation_settings",
     ),
     path("settings/new-chat/", views.new_chat_settings, name="new_chat_settings"),
+    path(
+        "c/<uuid:conversation_id>/messages/",
+        views.conversation_messages,
+        name="conversation_messages",
+    ),
+    path("c/<uuid:conversation_id>/pin/", views.conversation_pin, name="conversation_pin"),
+    path(
+        "c/<uuid:conversation_id>/archive/",
+        views.conversation_archive,
+        name="conversation_archive",
+    ),
+    path("archive/", views.archive, name="archive"),
+    path("search/", views.search, name="search"),
 ]

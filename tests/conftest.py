@@ -26,6 +26,13 @@ def fake_upstream(_fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]
     _fake_upstream_server.reset()
 
 
+@pytest.fixture(autouse=True)
+def _no_generated_titles(settings) -> None:
+    """The title call after a first exchange is one more upstream request, which would take a
+    script queued for the next reply; tests of titles turn it back on."""
+    settings.CHAT_GENERATED_TITLES = False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(request: pytest.FixtureRequest) -> Iterator[None]:
     """Let the test database be dropped at the end.

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("conversations", "0004_conversation_team"),
+        ("conversations", "0006_conversation_team"),
         ("providers", "0004_model_prices_params_capabilities"),
         ("teams", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
