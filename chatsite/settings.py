@@ -16,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatsite.env import env_bool, env_int, env_list, env_str
+from chatsite.env import env_bool, env_decimal, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -63,6 +63,8 @@ INSTALLED_APPS = [
     "providers",
     "conversations",
     "sharing",
+    "teams",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -91,6 +93,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "teams.context_processors.navigation",
             ],
         },
     },
@@ -273,3 +276,24 @@ else:
 LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 0)
 LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 8192)
 LOCAL_MODEL_MAX_TOKENS = env_int("LOCAL_MODEL_MAX_TOKENS", 512)
+
+# --- Teams, usage and limits ----------------------------------------------------------------------
+# Staff may open other people's conversations for review (each view is written to the audit log).
+# Off by default: admins see usage, not content.
+USAGE_STAFF_CAN_READ_CONVERSATIONS = env_bool("USAGE_STAFF_CAN_READ_CONVERSATIONS", False)
+# Site defaults for limits nobody has set (0 = no limit). They apply to every user (over all their
+# usage) and every team (over the usage charged to it); staff and team admins override them.
+USAGE_DEFAULT_USER_LIMITS = {
+    "requests_per_minute": env_int("LIMIT_USER_REQUESTS_PER_MINUTE", 60),
+    "tokens_per_day": env_int("LIMIT_USER_TOKENS_PER_DAY", 0),
+    "tokens_per_month": env_int("LIMIT_USER_TOKENS_PER_MONTH", 0),
+    "cost_per_day": env_decimal("LIMIT_USER_COST_PER_DAY", "0"),
+    "cost_per_month": env_decimal("LIMIT_USER_COST_PER_MONTH", "0"),
+}
+USAGE_DEFAULT_TEAM_LIMITS = {
+    "requests_per_minute": env_int("LIMIT_TEAM_REQUESTS_PER_MINUTE", 0),
+    "tokens_per_day": env_int("LIMIT_TEAM_TOKENS_PER_DAY", 0),
+    "tokens_per_month": env_int("LIMIT_TEAM_TOKENS_PER_MONTH", 0),
+    "cost_per_day": env_decimal("LIMIT_TEAM_COST_PER_DAY", "0"),
+    "cost_per_month": env_decimal("LIMIT_TEAM_COST_PER_MONTH", "0"),
+}

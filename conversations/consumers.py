@@ -18,12 +18,14 @@ from django.conf import settings
 
 from conversations import frames, selectors, services
 from conversations.errors import ChatError
-from conversations.generation import conversation_group, hub
+from conversations.generation import conversation_group, hub, user_group
 from conversations.sweeper import ensure_sweeper
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+# The account was deactivated while the socket was open: the page stops reconnecting.
+CLOSE_ACCESS_REVOKED = 4403
 
 
 def _parse_uuid(value: object) -> UUID | None:
@@ -42,6 +44,7 @@ def _send_message(
     content: object,
     client_id: UUID | None,
     parent_id: object = None,
+    team: object = None,
 ):
     outcome = services.message_send(
         user=user,
@@ -49,6 +52,7 @@ def _send_message(
         content=content,
         client_id=client_id,
         parent_id=parent_id,
+        team=team,
     )
     if outcome.branched:
         # The page showed another branch than the stored one: redraw it whole.
@@ -67,7 +71,13 @@ def _send_message(
 def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
     """Run one tree service (edit, regenerate, continue, switch); the plan and the redrawn
     branch."""
-    common = {"user": user, "conversation_id": conversation_id, "message_id": frame.get("message")}
+    common = {
+        "user": user,
+        "conversation_id": conversation_id,
+        "message_id": frame.get("message"),
+        # The composer's "Charged to" choice, as for a send.
+        "team": frame.get("team"),
+    }
     client_id = _parse_uuid(frame.get("client_id"))
     plan = None
     if action == "edit":
@@ -80,6 +90,7 @@ def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
         reply = services.message_continue(**common, client_id=client_id)
         conversation, plan = reply.conversation, reply.plan
     else:
+        del common["team"]  # switching starts no call: nothing is charged
         conversation = services.conversation_switch_branch(**common)
     return plan, frames.thread_frame(conversation)
 
@@ -117,9 +128,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await hub.ensure_started()
         ensure_sweeper()
+        self.user_id = user.pk
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
 
+    async def user_revoked(self, event: dict) -> None:
+        """The user was deactivated: stop their replies here and close this socket."""
+        hub.stop_user(event["user"])
+        await self.close(code=CLOSE_ACCESS_REVOKED)
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "user_id", None) is not None:
+            await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
         # The reply goes on without this socket; only stop sending to it.
         if self.conversation_id is not None:
             hub.unwatch(self.conversation_id, self)
@@ -248,6 +268,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame.get("content"),
             _parse_uuid(frame.get("client_id")),
             frame.get("parent"),
+            frame.get("team"),
         )
         conversation_uuid = outcome.conversation.id
         await self._show(conversation_uuid)

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Protocol, TypeVar
 from uuid import UUID
 
@@ -40,6 +41,8 @@ from providers.events import (
     UpstreamError,
     Usage,
 )
+from usage.meter import CallMeter
+from usage.services import related_call_context, usage_record_call
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,6 +159,12 @@ class Generation:
         # (summarizing earlier messages), for sockets that join meanwhile.
         self.status_frame: dict | None = None
         self.estimated_prompt_tokens = plan.estimated_prompt_tokens
+        # Retries, time to first token and reported usage, for the call's usage record.
+        self.meter = CallMeter(plan.usage) if plan.usage is not None else None
+        if self.meter is not None:
+            self.meter.sent = False  # until the request goes out (see run)
+        # A summary call under way, recorded as stopped if the reply is stopped during it.
+        self._summary_meter: CallMeter | None = None
 
     # --- state -----------------------------------------------------------------------------
     def text_of(self, field: str, upto: int | None = None) -> str:
@@ -252,9 +261,13 @@ class Generation:
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
             request = await self._prepare()
+            if self.meter is not None:
+                self.meter.begin()
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
             async with aclosing(stream_chat(self.plan.config, request)) as events:
                 async for event in events:
+                    if self.meter is not None:
+                        self.meter.observe(event)
                     if isinstance(event, TextDelta):
                         await self._append("content", event.text)
                     elif isinstance(event, ReasoningDelta):
@@ -315,39 +328,69 @@ class Generation:
         await self.hub.broadcast(self.conversation_id, self.status_frame)
         summary_id = work.base_summary_id
         failure = ""
-        for step in work.steps:
+        for index, step in enumerate(work.steps):
             previous, source = await db_read(selectors.summary_source)(
                 summary_id=summary_id, message_ids=step.message_ids
             )
             if not source:
                 continue
-            result = await summaries.write_summary(
-                work.config,
-                summaries.summary_request(
-                    model=work.summarizer_name,
-                    previous=previous,
-                    messages=source,
-                    max_tokens=work.max_tokens,
-                    input_tokens=work.input_tokens,
-                ),
+            request = summaries.summary_request(
+                model=work.summarizer_name,
+                previous=previous,
+                messages=source,
+                max_tokens=work.max_tokens,
+                input_tokens=work.input_tokens,
             )
+            meter = await self._summary_call_meter(work, index, request)
+            result = await summaries.write_summary(
+                work.config, request, observe=meter.observe if meter else None
+            )
+            call = None
+            if meter is not None:
+                call = meter.result(
+                    outcome="error" if result.error else "complete", completion_text=result.text
+                )
             if result.error:
                 logger.warning("summary for reply %s failed: %s", self.reply_id, result.error)
                 failure = result.error
+                if call is not None:
+                    await db_write(usage_record_call)(call=call)
+                self._summary_meter = None
                 break
             summary_id = await db_write(services.summary_store)(
-                work=work, step=step, previous_id=summary_id, result=result
+                work=work, step=step, previous_id=summary_id, result=result, call=call
             )
+            self._summary_meter = None
         self.status_frame = None
         context = await db_write(services.reply_context_build)(
             reply_id=self.reply_id, work=work, summary_id=summary_id, failure=failure
         )
         self.estimated_prompt_tokens = context.estimated_prompt_tokens
+        if self.meter is not None:
+            # The reply's own call is charged by the request it really sends.
+            self.meter.context = replace(
+                self.meter.context, estimated_prompt_tokens=context.estimated_prompt_tokens
+            )
         return ChatRequest(
             model=self.plan.request.model,
             messages=context.messages,
             params=self.plan.request.params,
         )
+
+    async def _summary_call_meter(
+        self, work: SummaryWork, index: int, request: ChatRequest
+    ) -> CallMeter | None:
+        if self.plan.usage is None:
+            return None
+        context = await db_read(related_call_context)(
+            parent=self.plan.usage,
+            call_id=f"summary:{self.reply_id}:{index}",
+            kind="summary",
+            chat_model_id=work.summarizer_id,
+            estimated_prompt_tokens=sum(message_tokens(m["content"]) for m in request.messages),
+        )
+        self._summary_meter = CallMeter(context)
+        return self._summary_meter
 
     async def _finish(
         self,
@@ -368,6 +411,24 @@ class Generation:
         content = self.text_of("content")
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
+        if self._summary_meter is not None:
+            # Stopped (or failed) while a summary was being written: that call ends here too.
+            cut = self._summary_meter.result(
+                outcome="stopped" if status == Message.Status.STOPPED else "error",
+                error_kind="" if status == Message.Status.STOPPED else "internal",
+            )
+            self._summary_meter = None
+            try:
+                await db_write(usage_record_call)(call=cut)
+            except Exception:
+                logger.exception("could not record the summary call of reply %s", self.reply_id)
+        call = None
+        if self.meter is not None:
+            call = self.meter.result(
+                outcome=status,
+                error_kind=error.kind if error else "",
+                completion_text=self.text_of("content") + self.text_of("reasoning"),
+            )
         try:
             reply = await db_write(services.reply_finish)(
                 reply_id=self.reply_id,
@@ -378,6 +439,7 @@ class Generation:
                 error_kind=error.kind if error else "",
                 error=error.message if error else "",
                 usage=usage,
+                call=call,
             )
             frame = await db_write(reply_done_frame)(reply)
         except Exception:
@@ -398,18 +460,41 @@ class Generation:
 
     async def _write_title(self, plan: TitlePlan, answer: str) -> None:
         request = title_request(plan, answer)
+        prompt = sum(message_tokens(m["content"]) for m in request.messages)
+        meter = None
+        if self.plan.usage is not None and plan.chat_model_id is not None:
+            # Charged like the reply it names: same user, team and conversation.
+            meter = CallMeter(
+                await db_read(related_call_context)(
+                    parent=self.plan.usage,
+                    call_id=f"title:{self.reply_id}",
+                    kind="title",
+                    chat_model_id=plan.chat_model_id,
+                    estimated_prompt_tokens=prompt,
+                )
+            )
+            meter.begin()
         text = ""
         usage: Usage | None = None
+        failed = ""
         async with aclosing(stream_chat(plan.config, request)) as events:
             async for event in events:
+                if meter is not None:
+                    meter.observe(event)
                 if isinstance(event, TextDelta):
                     text += event.text
                 elif isinstance(event, Usage):
                     usage = event
                 elif isinstance(event, UpstreamError):
                     logger.info("no title for %s: %s", self.conversation_id, event.message)
-                    text = ""
-        prompt = sum(message_tokens(m["content"]) for m in request.messages)
+                    failed = event.kind
+        call = None
+        if meter is not None:
+            call = meter.result(
+                outcome="error" if failed else "complete", error_kind=failed, completion_text=text
+            )
+        if failed:
+            text = ""
         reported = usage if usage is not None and usage.prompt_tokens is not None else None
         frame = await db_write(_store_title)(
             conversation_id=self.conversation_id,
@@ -424,6 +509,7 @@ class Generation:
                 else count_tokens(text)
             ),
             estimated=reported is None,
+            call=call,
         )
         if frame is not None:
             await self.hub.broadcast(self.conversation_id, frame)
@@ -528,6 +614,9 @@ class ConversationHub:
                 logger.exception("handling %s from the channel layer failed", message.get("type"))
 
     async def _handle(self, message: dict) -> None:
+        if message["type"] == "user.revoked":
+            self.stop_user(message["user"])
+            return
         conversation_id = UUID(message["conversation"])
         generation = self._running.get(conversation_id)
         if generation is None:
@@ -624,6 +713,8 @@ class ConversationHub:
         self._running[plan.conversation_id] = generation
         if self._layer is not None and self.channel_name is not None:
             await self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
+            # To hear that the user was deactivated, from whichever process did it.
+            await self._layer.group_add(user_group(plan.user_id), self.channel_name)
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
 
@@ -635,6 +726,24 @@ class ConversationHub:
         generation.task.cancel()
         return True
 
+    def stop_user(self, user_id: int) -> int:
+        """Stop every reply running here for this user (deactivated); safe from any thread."""
+        stopped = 0
+        for conversation_id, generation in list(self._running.items()):
+            if generation.plan.user_id != user_id or generation.task is None:
+                continue
+            loop = generation.task.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                stopped += self.stop(conversation_id)
+            else:
+                loop.call_soon_threadsafe(self.stop, conversation_id)
+                stopped += 1
+        return stopped
+
     def forget(self, generation: Generation) -> None:
         if self._running.get(generation.conversation_id) is generation:
             del self._running[generation.conversation_id]
@@ -644,6 +753,9 @@ class ConversationHub:
                     generation_group(generation.conversation_id), self.channel_name
                 )
             )
+            # The user group is left to expire (channels-redis group_expiry): a discard queued
+            # here could land after the next start's group_add and deafen a running reply, and
+            # a stale membership only delivers a message that finds nothing to stop.
 
     def spawn(self, work: Awaitable[None]) -> None:
         """Run ``work`` as a task of its own; its failure is logged, never raised."""
@@ -676,6 +788,11 @@ def conversation_group(conversation_id: UUID) -> str:
 
 def generation_group(conversation_id: UUID) -> str:
     return f"gen.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of the user, and every process running a reply for them."""
+    return f"user.{user_id}"
 
 
 hub = ConversationHub()

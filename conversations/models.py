@@ -54,6 +54,10 @@ class Conversation(models.Model):
     context_strategy = models.CharField(
         max_length=10, choices=ContextStrategy.choices, blank=True, default=""
     )
+    # The team this conversation's usage is charged to (None: the owner is in no team).
+    team = models.ForeignKey(
+        "teams.Team", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     current_leaf = models.ForeignKey(
         "Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

@@ -330,10 +330,12 @@ class ModelGroup:
     models: list[ChatModel]
 
 
-def chat_model_groups() -> list[ModelGroup]:
-    """The models users may pick, grouped by provider, for the picker."""
+def chat_model_groups(available: QuerySet[ChatModel] | None = None) -> list[ModelGroup]:
+    """The models users may pick, grouped by provider, for the picker (``available``: those of
+    the user's team, teams.selectors.models_available; default every enabled model)."""
     groups: dict[int, ModelGroup] = {}
-    for chat_model in chat_models_enabled().order_by("provider__name", "name"):
+    models = chat_models_enabled() if available is None else available
+    for chat_model in models.order_by("provider__name", "name"):
         group = groups.setdefault(chat_model.provider_id, ModelGroup(chat_model.provider.name, []))
         group.models.append(chat_model)
     for group in groups.values():

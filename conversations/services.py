@@ -14,7 +14,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from conversations.errors import ChatError
@@ -61,6 +61,23 @@ from providers.params import (
     clean_params,
     request_params,
 )
+from teams.models import Team
+from teams.selectors import (
+    model_default_for,
+    model_is_available,
+    models_available,
+    team_default_for,
+    team_for_send,
+)
+from usage.limits import limits_admit
+from usage.meter import CallContext, UsageCall
+from usage.services import (
+    call_context,
+    reply_call_id,
+    usage_record_call,
+    usage_record_interrupted_replies,
+    usage_reserve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +118,8 @@ class GenerationPlan:
     # Our estimate of the request's size and its model, to learn from the usage reported.
     estimated_prompt_tokens: int = 0
     chat_model_id: int | None = None
+    # Who and what the call is charged to (usage.meter); None only for plans made elsewhere.
+    usage: CallContext | None = None
     # Set when this reply completes the conversation's first exchange and a title is wanted.
     title: TitlePlan | None = None
 
@@ -173,7 +192,11 @@ class ChatSettings:
 
 
 def chat_settings_validate(
-    *, model_id: object, system_prompt: object, params: dict[str, object]
+    *,
+    model_id: object,
+    system_prompt: object,
+    params: dict[str, object],
+    available: QuerySet[ChatModel] | None = None,
 ) -> ChatSettings:
     """Check a model choice, a system prompt and parameters together; SettingsInvalid if not.
 
@@ -184,7 +207,9 @@ def chat_settings_validate(
     model = None
     if model_id not in (None, ""):
         try:
-            model = chat_models_enabled().filter(pk=int(str(model_id))).first()
+            # ``available``: the models of the chat's team (teams.selectors.models_available).
+            choices = chat_models_enabled() if available is None else available
+            model = choices.filter(pk=int(str(model_id))).first()
         except ValueError:
             model = None
     if model is None:
@@ -240,7 +265,15 @@ def conversation_settings_update(
     params: dict[str, object],
 ) -> Conversation:
     """Save a conversation's model, system prompt and parameters, all or nothing."""
-    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    team = team_for_send(
+        user=conversation.owner, requested=None, current_team_id=conversation.team_id
+    )
+    chosen = chat_settings_validate(
+        model_id=model_id,
+        system_prompt=system_prompt,
+        params=params,
+        available=models_available(team=team),
+    )
     with transaction.atomic():
         conversation.model = chosen.model
         conversation.system_prompt = chosen.system_prompt
@@ -259,7 +292,12 @@ def new_chat_settings_update(
     params: dict[str, object],
 ) -> NewChatSettings:
     """Save what the user set on the new-chat page; the first message takes it along."""
-    chosen = chat_settings_validate(model_id=model_id, system_prompt=system_prompt, params=params)
+    chosen = chat_settings_validate(
+        model_id=model_id,
+        system_prompt=system_prompt,
+        params=params,
+        available=models_available(team=team_default_for(user=user)),
+    )
     row, _ = NewChatSettings.objects.update_or_create(
         user=user,
         defaults={
@@ -321,12 +359,16 @@ def conversation_title_generated(
     prompt_tokens: int,
     completion_tokens: int,
     estimated: bool,
+    call: UsageCall | None = None,
 ) -> Conversation | None:
     """Keep the usage of a title call and, unless the user set a title meanwhile, the title.
 
+    ``call`` is the call's metering (usage.meter), recorded in the same transaction.
     Returns the conversation when its title changed, else None.
     """
     with transaction.atomic():
+        if call is not None:
+            usage_record_call(call=call)
         Conversation.objects.filter(id=conversation_id).update(
             title_prompt_tokens=prompt_tokens,
             title_completion_tokens=completion_tokens,
@@ -376,16 +418,54 @@ def _existing_reply(conversation: Conversation, client_id: UUID | None) -> Reply
     return None if reply is None else ReplyOutcome(conversation, reply, None)
 
 
-def _usable_model(conversation: Conversation, user: AbstractBaseUser) -> ChatModel:
+def _usable_model(
+    conversation: Conversation, user: AbstractBaseUser, team: object = None
+) -> tuple[ChatModel, Team | None]:
+    """The model a new reply in ``conversation`` uses and the team it is charged to (``team``
+    as requested by the page, else the conversation's); refused when the team may not use it."""
     if conversation.model is not None and not conversation.model.is_available:
         raise ChatError(
             MODEL_UNAVAILABLE_MESSAGE.format(label=conversation.model.label),
             code="model_unavailable",
         )
-    model = conversation.model or chat_model_for_new_chat(user=user)
+    charged = team_for_send(user=user, requested=team, current_team_id=conversation.team_id)
+    model = conversation.model or model_default_for(team=charged)
     if model is None:
         raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-    return model
+    if not model_is_available(model=model, team=charged):
+        raise ChatError(_model_unavailable_message(model, charged), code="model_unavailable")
+    return model, charged
+
+
+def _meter_call(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    charged: Team | None,
+    reply: Message,
+    model: ChatModel,
+    context: RequestContext | None,
+) -> CallContext:
+    """In the transaction that stores ``reply``: charge the conversation to ``charged`` and
+    reserve the call's largest cost, so concurrent sends cannot overrun a budget together."""
+    if conversation.team_id != (charged.pk if charged else None):
+        conversation.team = charged
+        conversation.save(update_fields=["team"])
+    prompt_budget, reserved = conversation_budget(conversation=conversation, model=model)
+    usage = call_context(
+        call_id=reply_call_id(reply.id),
+        kind="reply",
+        user=user,
+        team=charged,
+        conversation_id=conversation.id,
+        model=model,
+        # Before summarizing, the request is not built yet: reserve its largest size.
+        estimated_prompt_tokens=(
+            context.estimated_prompt_tokens if context is not None else prompt_budget
+        ),
+    )
+    usage_reserve(context=usage, max_completion_tokens=reserved)
+    return usage
 
 
 def _plan(
@@ -397,6 +477,7 @@ def _plan(
     context: RequestContext | None,
     question: Message | None,
     work: SummaryWork | None = None,
+    usage: CallContext | None = None,
 ) -> GenerationPlan:
     """The generation's plan: the request (or the summaries to write first), and the title."""
     # The same reserve the history budget left room for, so prompt + reply fit the window.
@@ -434,6 +515,7 @@ def _plan(
         summarize=work,
         estimated_prompt_tokens=context.estimated_prompt_tokens if context is not None else 0,
         chat_model_id=model.id,
+        usage=usage,
         title=title,
     )
 
@@ -476,37 +558,53 @@ def message_send(
     content: object,
     client_id: UUID | None = None,
     parent_id: object = None,
+    team: object = None,
 ) -> SendOutcome:
     """Store the user's message and an empty streaming reply, and plan the upstream call.
 
     The message follows ``parent_id`` (the last message of the branch the page shows) or, when
     none is given, the conversation's current leaf. Either both messages are stored and a plan
     is returned, or ChatError is raised and nothing is stored (the browser keeps the draft). A
-    client id seen before returns the stored pair with ``plan=None``.
+    client id seen before returns the stored pair with ``plan=None``. ``team`` is the id of the
+    team the user picked to charge (default: the conversation's, else their first team); limits
+    are checked before anything is stored.
     """
     text = validate_message_content(content)
     if conversation_id is None:
+        charged = team_for_send(user=user, requested=team, current_team_id=None)
         draft = new_chat_settings(user=user)
         model = chat_model_for_new_chat(user=user, settings_row=draft)
+        if model is not None and not model_is_available(model=model, team=charged):
+            # The model picked last is not one this team may use: the team's default instead.
+            model = model_default_for(team=charged)
         if model is None:
-            raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+            raise ChatError(_no_model_message(charged), code="no_model")
         conversation = Conversation(
             owner=user,
             model=model,
+            team=charged,
             system_prompt=draft.system_prompt if draft else "",
             params=dict(draft.params) if draft else {},
         )
         return _send(
-            user, conversation, text, client_id, None, model=model, created=True, draft=draft
+            user,
+            conversation,
+            text,
+            client_id,
+            None,
+            model=model,
+            charged=charged,
+            created=True,
+            draft=draft,
         )
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
     if client_id is not None and (existing := _existing_send(conversation, client_id)):
         return existing
-    model = _usable_model(conversation, user)
+    model, charged = _usable_model(conversation, user, team)
     parent = conversation.current_leaf_id
     if parent_id is not None:
         parent = message_get_in(conversation=conversation, message_id=parent_id).id
-    return _send(user, conversation, text, client_id, parent, model=model)
+    return _send(user, conversation, text, client_id, parent, model=model, charged=charged)
 
 
 def message_edit(
@@ -516,6 +614,7 @@ def message_edit(
     message_id: object,
     content: object,
     client_id: UUID | None = None,
+    team: object = None,
 ) -> SendOutcome:
     """Send an edited version of one of the user's messages: a new message beside it (same
     parent) with a new reply. The original and everything under it stay, one branch away."""
@@ -526,8 +625,17 @@ def message_edit(
     original = message_get_in(conversation=conversation, message_id=message_id)
     if original.role != Message.Role.USER:
         raise ChatError("Only your own messages can be edited.", code="not_editable")
-    model = _usable_model(conversation, user)
-    return _send(user, conversation, text, client_id, original.parent_id, model=model, edit=True)
+    model, charged = _usable_model(conversation, user, team)
+    return _send(
+        user,
+        conversation,
+        text,
+        client_id,
+        original.parent_id,
+        model=model,
+        charged=charged,
+        edit=True,
+    )
 
 
 def _send(
@@ -538,6 +646,7 @@ def _send(
     parent_id: int | None,
     *,
     model: ChatModel,
+    charged: Team | None,
     created: bool = False,
     edit: bool = False,
     draft: NewChatSettings | None = None,
@@ -546,6 +655,9 @@ def _send(
     branched = edit or (not created and parent_id != conversation.current_leaf_id)
     try:
         with transaction.atomic():
+            # First, before anything is stored: budgets and rates (LimitReached is a ChatError
+            # and rolls everything back). Its locks serialize this user's concurrent sends.
+            limits_admit(user=user, team=charged, now=now)
             if created:
                 conversation.title = title_from_text(text)
                 conversation.created_at = conversation.updated_at = now
@@ -571,6 +683,14 @@ def _send(
             if not conversation.title:
                 conversation.title = title_from_text(text)
                 conversation.save(update_fields=["title"])
+            usage = _meter_call(
+                user=user,
+                conversation=conversation,
+                charged=charged,
+                reply=reply,
+                model=model,
+                context=context_plan.context,
+            )
     except IntegrityError:
         if client_id is not None and not created:
             # Two sends of the same message raced: the other one won; answer with its pair.
@@ -587,6 +707,7 @@ def _send(
         context=context_plan.context,
         work=context_plan.work,
         question=user_message,
+        usage=usage,
     )
     return SendOutcome(conversation, user_message, reply, created, plan, branched)
 
@@ -597,6 +718,7 @@ def message_regenerate(
     conversation_id: UUID | str,
     message_id: object,
     client_id: UUID | None = None,
+    team: object = None,
 ) -> ReplyOutcome:
     """A new reply beside ``message_id`` (same parent), for regenerate and retry.
 
@@ -610,7 +732,7 @@ def message_regenerate(
     if target.role != Message.Role.ASSISTANT or target.parent_id is None:
         raise ChatError("Only a reply can be regenerated.", code="not_regenerable")
     parent = Message.objects.get(id=target.parent_id)
-    return _reply_under(user, conversation, parent, client_id)
+    return _reply_under(user, conversation, parent, client_id, team)
 
 
 def message_continue(
@@ -619,6 +741,7 @@ def message_continue(
     conversation_id: UUID | str,
     message_id: object,
     client_id: UUID | None = None,
+    team: object = None,
 ) -> ReplyOutcome:
     """Continue a reply cut off by the length limit, as a new reply under it.
 
@@ -637,7 +760,7 @@ def message_continue(
         raise ChatError(
             "Only a reply cut off by the length limit can be continued.", code="not_continuable"
         )
-    return _reply_under(user, conversation, target, client_id)
+    return _reply_under(user, conversation, target, client_id, team)
 
 
 def _reply_under(
@@ -645,11 +768,14 @@ def _reply_under(
     conversation: Conversation,
     parent: Message,
     client_id: UUID | None,
+    team: object = None,
 ) -> ReplyOutcome:
-    model = _usable_model(conversation, user)
+    model, charged = _usable_model(conversation, user, team)
     now = timezone.now()
     try:
         with transaction.atomic():
+            # As for a send: limits first, before anything is stored (see _send).
+            limits_admit(user=user, team=charged, now=now)
             work = None
             if parent.role == Message.Role.USER:
                 question = parent
@@ -666,6 +792,14 @@ def _reply_under(
             )
             if context is not None:
                 _reply_context_store(reply_id=reply.id, context=context)
+            usage = _meter_call(
+                user=user,
+                conversation=conversation,
+                charged=charged,
+                reply=reply,
+                model=model,
+                context=context,
+            )
     except IntegrityError:
         if existing := _existing_reply(conversation, client_id):
             return existing
@@ -678,6 +812,7 @@ def _reply_under(
         context=context,
         work=work,
         question=question,
+        usage=usage,
     )
     return ReplyOutcome(conversation, reply, plan)
 
@@ -705,7 +840,12 @@ def _reply_context_store(*, reply_id: int, context: RequestContext) -> None:
 
 
 def summary_store(
-    *, work: SummaryWork, step: SummaryStep, previous_id: int | None, result: SummaryResult
+    *,
+    work: SummaryWork,
+    step: SummaryStep,
+    previous_id: int | None,
+    result: SummaryResult,
+    call: UsageCall | None = None,
 ) -> int:
     """Store a summary a model wrote; returns its id.
 
@@ -715,6 +855,14 @@ def summary_store(
     """
     usage = result.usage
     reported = usage is not None and usage.prompt_tokens is not None
+    if call is not None:
+        # The call's usage record commits with the summary, exactly once (usage.services).
+        with transaction.atomic():
+            summary_id = summary_store(
+                work=work, step=step, previous_id=previous_id, result=result, call=None
+            )
+            usage_record_call(call=call)
+        return summary_id
     summary = Summary.objects.create(
         conversation_id=work.conversation_id,
         previous_id=previous_id,
@@ -816,6 +964,24 @@ def token_ratio_observe(*, chat_model_id: int, estimated: int, reported: int) ->
         TokenCalibration.objects.filter(chat_model_id=chat_model_id).update(**changes)
 
 
+def _no_model_message(team: object) -> str:
+    if not ChatModel.objects.filter(enabled=True, provider__enabled=True).exists():
+        return NO_MODEL_MESSAGE
+    who = f"the team “{team}”" if team is not None else "people outside a team"
+    return (
+        f"None of the models configured here is available to {who}. "
+        "Ask a team admin or a site admin for access."
+    )
+
+
+def _model_unavailable_message(model: ChatModel, team: object) -> str:
+    who = f"the team “{team}”" if team is not None else "people outside a team"
+    return (
+        f"The model “{model.label}” is not available to {who}. Nothing was sent: start a new "
+        "chat to use a model your team may use, or ask a team admin for access."
+    )
+
+
 def reply_flush(*, reply_id: int, content: str, reasoning: str) -> None:
     """Save a streaming reply's text so far (at most about once a second)."""
     Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(
@@ -833,8 +999,13 @@ def reply_finish(
     error_kind: str = "",
     error: str = "",
     usage: Usage | None = None,
+    call: UsageCall | None = None,
 ) -> Message:
-    """Close a reply with its final text and status; a reply already closed is left as it is."""
+    """Close a reply with its final text and status; a reply already closed is left as it is.
+
+    ``call`` is the call's metering (usage.meter): its record is written in the same
+    transaction, exactly once per reply even when this runs twice or races the orphan sweep.
+    """
     fields = {
         "content": content,
         "reasoning": reasoning,
@@ -852,7 +1023,12 @@ def reply_finish(
     elif content:
         fields["completion_tokens"] = fields["token_count"]
         fields["usage_estimated"] = True
-    closed = Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(**fields)
+    with transaction.atomic():
+        closed = Message.objects.filter(id=reply_id, status=Message.Status.STREAMING).update(
+            **fields
+        )
+        if call is not None:
+            usage_record_call(call=call)
     reply = Message.objects.select_related("conversation").get(id=reply_id)
     if closed and (reply.prompt_tokens is not None or reply.completion_tokens is not None):
         record_upstream_call(
@@ -879,19 +1055,31 @@ def replies_mark_interrupted(*, older_than: timedelta) -> list[Message]:
     Returns the replies it closed.
     """
     cutoff = timezone.now() - older_than
-    stale = list(
+    last_touched = dict(
         Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).values_list(
-            "id", flat=True
+            "id", "updated_at"
         )
     )
+    stale = list(last_touched)
     if not stale:
         return []
-    Message.objects.filter(
-        id__in=stale, status=Message.Status.STREAMING, updated_at__lt=cutoff
-    ).update(
-        status=Message.Status.INTERRUPTED,
-        error_kind="interrupted",
-        error="The server stopped while this reply was being written.",
-        updated_at=timezone.now(),
-    )
-    return list(Message.objects.filter(id__in=stale, status=Message.Status.INTERRUPTED))
+    with transaction.atomic():
+        Message.objects.filter(
+            id__in=stale, status=Message.Status.STREAMING, updated_at__lt=cutoff
+        ).update(
+            status=Message.Status.INTERRUPTED,
+            error_kind="interrupted",
+            error="The server stopped while this reply was being written.",
+            updated_at=timezone.now(),
+        )
+        closed = list(
+            Message.objects.filter(id__in=stale, status=Message.Status.INTERRUPTED).select_related(
+                "model", "model__provider"
+            )
+        )
+        for reply in closed:
+            # The call lasted until its process last touched the row, not until this sweep.
+            reply.updated_at = last_touched.get(reply.id, reply.updated_at)
+        # The call of each reply is recorded now, with estimated tokens (idempotent).
+        usage_record_interrupted_replies(replies=closed)
+    return closed

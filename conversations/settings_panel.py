@@ -17,6 +17,7 @@ from conversations.history import reply_token_limit
 from conversations.models import Conversation
 from providers.models import ChatModel
 from providers.params import JSON_MODE, PARAMS, ParamSpec
+from teams.selectors import model_default_for, models_available, team_for_send
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,19 @@ def build(
     None when no model is available at all (the page says how to add one instead).
     """
     unavailable = None
+    # Only the models of the team the chat is charged to are offered (teams/, ModelAccess).
+    team = team_for_send(
+        user=user, requested=None, current_team_id=conversation.team_id if conversation else None
+    )
+    available = models_available(team=team)
     if conversation is not None:
         stored_model = conversation.model
-        if stored_model is not None and not stored_model.is_available:
+        if stored_model is not None and not (
+            stored_model.is_available and available.filter(pk=stored_model.pk).exists()
+        ):
             unavailable = stored_model
             stored_model = None
-        current = stored_model or (None if unavailable else selectors.chat_model_default())
+        current = stored_model or (None if unavailable else model_default_for(team=team))
         initial = ChatSettingsForm.initial_from(
             model_id=current.pk if current else None,
             system_prompt=conversation.system_prompt,
@@ -130,13 +138,15 @@ def build(
     else:
         row = selectors.new_chat_settings(user=user)
         current = selectors.chat_model_for_new_chat(user=user, settings_row=row)
+        if current is not None and not available.filter(pk=current.pk).exists():
+            current = model_default_for(team=team)
         initial = ChatSettingsForm.initial_from(
             model_id=current.pk if current else None,
             system_prompt=row.system_prompt if row else "",
             params=(row.params or {}) if row else {},
         )
         action = reverse("new_chat_settings")
-    groups = selectors.chat_model_groups()
+    groups = selectors.chat_model_groups(available)
     if not groups and unavailable is None:
         return None
 

@@ -7,12 +7,13 @@ stores the result (services.summary_store) through database_sync_to_async, and c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from conversations.tokens import message_tokens, truncate_to_tokens
 from providers.client import ChatRequest, ProviderConfig, stream_chat
-from providers.events import Finish, TextDelta, UpstreamError, Usage
+from providers.events import Event, Finish, TextDelta, UpstreamError, Usage
 
 INSTRUCTIONS = (
     "You keep a running summary of a conversation between a user and an AI assistant, so that "
@@ -65,13 +66,20 @@ def summary_request(
     )
 
 
-async def write_summary(config: ProviderConfig, request: ChatRequest) -> SummaryResult:
-    """Make the call and collect the whole text. Never raises for upstream trouble."""
+async def write_summary(
+    config: ProviderConfig,
+    request: ChatRequest,
+    observe: Callable[[Event], None] | None = None,
+) -> SummaryResult:
+    """Make the call and collect the whole text. Never raises for upstream trouble.
+    ``observe`` sees every event (usage metering: usage.meter.CallMeter.observe)."""
     estimated = sum(message_tokens(m["content"]) for m in request.messages)
     parts: list[str] = []
     usage: Usage | None = None
     async with aclosing(stream_chat(config, request)) as events:
         async for event in events:
+            if observe is not None:
+                observe(event)
             if isinstance(event, TextDelta):
                 parts.append(event.text)
             elif isinstance(event, Usage):

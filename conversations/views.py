@@ -19,6 +19,7 @@ from conversations.errors import ChatError, ConversationNotFound
 from conversations.forms import ChatSettingsForm
 from conversations.models import Conversation
 from conversations.search import search as search_conversations
+from teams.selectors import model_default_for, team_picker
 
 PARTIALS = "conversations/partials.html"
 
@@ -47,13 +48,17 @@ def _page_context(
     *,
     target: int | None = None,
 ) -> dict:
+    picker = team_picker(
+        user=request.user, current_team_id=conversation.team_id if conversation else None
+    )
+    team = next((m.team for m in picker.memberships if m.team_id == picker.selected_id), None)
     thread = None
     if conversation is not None:
         # A link to one message (from search) shows the branch through it, without storing
         # that choice: only sending from it, or the version arrows, change the branch stored.
         leaf = selectors.leaf_through(conversation=conversation, message_id=target)
         thread = selectors.thread_window(conversation=conversation, leaf_id=leaf, include=target)
-    default_model = selectors.chat_model_default()
+    default_model = model_default_for(team=team)
     model = (conversation.model if conversation else None) or default_model
     return {
         "conversation": conversation,
@@ -67,6 +72,7 @@ def _page_context(
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "panel": panel or settings_panel.build(user=request.user, conversation=conversation),
         "context_window": (model.context_window if model else settings.CHAT_DEFAULT_CONTEXT_WINDOW),
+        "team_picker": picker,
     }
 
 

@@ -349,6 +349,10 @@
 
   // A frame that must arrive once: kept until the server answers for its client id.
   function sendOnce(frame) {
+    // Every frame that starts a reply (send, edit, regenerate, continue) is charged to the
+    // team picked in the composer, when the user is in several.
+    const teamSelect = document.getElementById("team-select");
+    if (teamSelect) frame.team = teamSelect.value;
     state.pending.set(frame.client_id, frame);
     if (!send(frame)) showNotice("Reconnecting… this will be sent when the connection is back.", "info");
   }
@@ -376,8 +380,16 @@
       }
       handlers[frame.type]?.(frame);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       if (state.socket !== socket) return;
+      if (event.code === 4403) {
+        // The account was deactivated: reconnecting would only be refused.
+        connectionStatus.hidden = true;
+        setStreaming(null);
+        sendButton.disabled = true;
+        showNotice("Your account has been deactivated. Your draft is still in the box.");
+        return;
+      }
       connectionStatus.hidden = false;
       setTimeout(connect, state.retryDelay);
       state.retryDelay = Math.min(state.retryDelay * 2, 10000);

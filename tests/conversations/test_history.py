@@ -115,6 +115,13 @@ def _stored_history(owner, model, turns: int, rng: random.Random, **fields) -> C
     return conversation
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limit(settings):
+    # These tests send hundreds of messages as fast as the fake answers: more than the site's
+    # default requests per minute (usage.limits), which is not what they test.
+    settings.USAGE_DEFAULT_USER_LIMITS = {"requests_per_minute": 0}
+
+
 @pytest.fixture
 async def alice():
     return await db(make_user)("alice")
