@@ -24,6 +24,7 @@ from conversations.selectors import messages_on_path
 from sharing import transfer
 from sharing.errors import ShareNotFound
 from sharing.models import Share
+from teams.models import Membership
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet (256 bits).
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -38,11 +39,21 @@ def token_digest(token: str) -> str:
 def share_viewer_allowed(*, share: Share, user: AbstractBaseUser | AnonymousUser) -> bool:
     """Whether ``user`` may open ``share``: the one place visibility is decided.
 
-    "Members" means any signed-in user until teams exist; narrow it here to the owner's team.
+    "Members" are the signed-in users who share a team with the owner. An owner in no team is
+    on an instance that does not use teams, where the instance itself is the team: then any
+    signed-in user may open it.
     """
     if share.visibility == Share.Visibility.LINK:
         return True
-    return bool(user.is_authenticated)
+    if not user.is_authenticated:
+        return False
+    owner_id = share.conversation.owner_id
+    if user.pk == owner_id:
+        return True
+    owner_teams = Membership.objects.filter(user_id=owner_id).values("team_id")
+    if not owner_teams.exists():
+        return True
+    return Membership.objects.filter(user=user, team_id__in=owner_teams).exists()
 
 
 def share_get_by_token(*, token: str, now: datetime | None = None) -> Share:

@@ -210,6 +210,24 @@ def test_members_only_links_ask_for_a_sign_in(alice_client, conversation):
     assert member.get(_url(share)).status_code == 200
 
 
+def test_members_only_links_open_only_for_the_owners_teams(alice, alice_client, conversation):
+    from teams.services import membership_add, team_create
+
+    team = team_create(name="Research")
+    membership_add(team=team, identifier="alice", role="admin")
+    share = _share(alice_client, conversation, visibility="members")
+    colleague = make_user("carol")
+    membership_add(team=team, identifier="carol")
+    outsider = make_user("mallory")
+
+    assert signed_in(colleague).get(_url(share)).status_code == 200
+    assert signed_in(outsider).get(_url(share)).status_code == 404
+    continued = signed_in(outsider).post(f"{_url(share)}continue/")
+    assert continued.status_code == 404
+    assert not Conversation.objects.filter(owner=outsider).exists()
+    assert alice_client.get(_url(share)).status_code == 200
+
+
 def test_views_are_counted(alice_client, conversation):
     share = _share(alice_client, conversation)
     for _ in range(3):
