@@ -3,7 +3,7 @@ the project's fake upstream, and Chromium driven by Playwright's sync API.
 
 These tests never use the ORM or pytest-django's database fixtures: Playwright's sync API keeps
 an event loop running in the test thread, where Django refuses ORM calls (and
-DJANGO_ALLOW_ASYNC_UNSAFE is not an option). Everything goes through the browser, the server
+switching off Django's async-safety check is not an option). Everything goes through the browser, the server
 process, or plain SQL (see live_app.py).
 """
 
