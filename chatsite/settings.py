@@ -234,3 +234,12 @@ OPENAI_MODEL = env_str("OPENAI_MODEL")
 # A reply whose row has not been touched for this long has lost its process (a live one flushes
 # at least every 5 flush intervals); the start-up check and the periodic sweep mark it interrupted.
 CHAT_ORPHAN_AFTER = timedelta(seconds=env_int("CHAT_ORPHAN_AFTER_SECONDS", 30))
+# Per-user limits on sending, checked in the send's transaction (so they hold across processes).
+# 0 turns a limit off.
+CHAT_MAX_CONCURRENT_REPLIES = env_int("CHAT_MAX_CONCURRENT_REPLIES", 4)
+CHAT_SEND_RATE_LIMIT = env_int("CHAT_SEND_RATE_LIMIT", 20)
+CHAT_SEND_RATE_WINDOW = timedelta(seconds=env_int("CHAT_SEND_RATE_WINDOW_SECONDS", 60))
+# Daphne closes a websocket (code 1009) whose incoming message is larger than this, before the
+# app sees it: a bound on memory for anyone, signed in or not. Keep it above
+# CHAT_MAX_FRAME_BYTES, which the app answers with a readable error instead.
+CHAT_WEBSOCKET_MAX_MESSAGE_BYTES = env_int("CHAT_WEBSOCKET_MAX_MESSAGE_BYTES", 1024 * 1024)

@@ -41,9 +41,8 @@ def _send_message(user: Any, conversation_id: UUID | None, content: object, clie
         user=user, conversation_id=conversation_id, content=content, client_id=client_id
     )
     rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
-    created = (
-        frames.conversation_frame(outcome.conversation) if outcome.created_conversation else None
-    )
+    # Also for a resend of a new chat's first message: that page does not know the id yet.
+    created = frames.conversation_frame(outcome.conversation) if conversation_id is None else None
     return outcome, created, rendered
 
 

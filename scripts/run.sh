@@ -24,4 +24,5 @@ fi
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 echo "Team Chat is at http://$HOST:$PORT/ (Ctrl+C stops it)"
-exec .venv/bin/python -m daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application
+# daphne, with the websocket size limit from settings (see chatsite/serve.py).
+exec .venv/bin/python -m chatsite.serve --bind "$HOST" --port "$PORT"

@@ -44,12 +44,11 @@ class Daphne:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "chatsite.serve",  # daphne as scripts/run.sh starts it
                 "-b",
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                "chatsite.asgi:application",
             ],
             cwd=ROOT,
             env=self.env,

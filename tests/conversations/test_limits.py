@@ -1,0 +1,189 @@
+"""Per-user limits on sending, and the same message sent twice: refused with a clear message,
+nothing stored half-way, and holding when sends race (each thread has its own connection, as
+two daphne processes would)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from conversations import services
+from conversations.errors import ChatError
+from conversations.models import Conversation, Message
+from tests.factories import make_chat_model, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def chat_model():
+    return make_chat_model("http://127.0.0.1:9/v1")
+
+
+@pytest.fixture
+def alice():
+    return make_user("alice")
+
+
+def _send(user, content="hello", conversation_id=None, client_id=None):
+    return services.message_send(
+        user=user, conversation_id=conversation_id, content=content, client_id=client_id
+    )
+
+
+def _finish(outcome) -> None:
+    services.reply_finish(
+        reply_id=outcome.reply.id, content="done", reasoning="", status=Message.Status.COMPLETE
+    )
+
+
+def _race(count: int, send: Callable[[], object]) -> list[object]:
+    """Run send() in count threads released at the same moment; their results or errors."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = send()
+        except Exception as exc:
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_concurrent_replies_over_the_limit_are_refused_and_nothing_is_stored(
+    alice, chat_model, settings
+):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 2
+    first = _send(alice, "one")
+    _send(alice, "two")
+    messages_before = Message.objects.count()
+
+    with pytest.raises(ChatError) as new_chat:
+        _send(alice, "three")
+    # An existing conversation whose reply has finished is refused the same way.
+    _finish(first)
+    _send(alice, "four")
+    with pytest.raises(ChatError) as follow_up:
+        _send(alice, "five", conversation_id=first.conversation.id)
+
+    for caught in (new_chat, follow_up):
+        assert caught.value.code == "too_many_replies"
+        assert "2 replies being written" in caught.value.message
+        assert "still in the box" in caught.value.message
+    assert Message.objects.count() == messages_before + 2  # "four" and its reply only
+    assert Conversation.objects.count() == 3
+    assert not Message.objects.filter(content__in=["three", "five"]).exists()
+
+
+def test_a_busy_conversation_says_busy_even_at_the_limit(alice, chat_model, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 1
+    first = _send(alice, "one")
+    with pytest.raises(ChatError) as caught:
+        _send(alice, "again", conversation_id=first.conversation.id)
+    assert caught.value.code == "busy"
+
+
+def test_the_concurrency_limit_holds_when_sends_race(alice, chat_model, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 2
+    results = _race(6, lambda: _send(alice, "racing"))
+
+    sent = [r for r in results if isinstance(r, services.SendOutcome)]
+    refused = [r for r in results if isinstance(r, ChatError)]
+    assert len(sent) == 2, results
+    assert len(refused) == 4 and {r.code for r in refused} == {"too_many_replies"}
+    assert Message.objects.filter(status=Message.Status.STREAMING).count() == 2
+    assert Conversation.objects.count() == 2
+
+
+def test_other_users_do_not_count_against_the_limit(alice, chat_model, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 1
+    _send(alice, "mine")
+    bob = make_user("bob")
+    assert _send(bob, "his").plan is not None
+
+
+def test_the_send_rate_says_when_to_try_again_and_stores_nothing(alice, chat_model, settings):
+    settings.CHAT_SEND_RATE_LIMIT = 3
+    settings.CHAT_SEND_RATE_WINDOW = timedelta(seconds=60)
+    sent = []
+    for index in range(3):
+        outcome = _send(alice, f"message {index}")
+        _finish(outcome)
+        sent.append(outcome)
+    before = Message.objects.count()
+
+    with pytest.raises(ChatError) as caught:
+        _send(alice, "one too many", conversation_id=sent[0].conversation.id)
+    assert caught.value.code == "rate_limited"
+    assert "3 messages in the last 60 seconds" in caught.value.message
+    wait = int(caught.value.message.split("Try again in ")[1].split(" second")[0])
+    assert 1 <= wait <= 60
+    assert "still in the box" in caught.value.message
+    assert Message.objects.count() == before
+
+    # Once the oldest of them leaves the window, there is room for one more.
+    Message.objects.filter(id=sent[0].user_message.id).update(
+        created_at=timezone.now() - timedelta(seconds=61)
+    )
+    assert _send(alice, "now it fits", conversation_id=sent[0].conversation.id).plan is not None
+    with pytest.raises(ChatError):
+        _send(alice, "but not another")
+
+
+def test_the_send_rate_holds_when_sends_race(alice, chat_model, settings):
+    settings.CHAT_SEND_RATE_LIMIT = 3
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 0
+    results = _race(6, lambda: _send(alice, "racing"))
+    assert sum(isinstance(r, services.SendOutcome) for r in results) == 3, results
+    assert {r.code for r in results if isinstance(r, ChatError)} == {"rate_limited"}
+    assert Message.objects.filter(role=Message.Role.USER).count() == 3
+
+
+def test_limits_of_zero_are_off(alice, chat_model, settings):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 0
+    settings.CHAT_SEND_RATE_LIMIT = 0
+    for index in range(25):
+        _send(alice, f"message {index}")
+    assert Message.objects.filter(status=Message.Status.STREAMING).count() == 25
+
+
+def test_a_resent_first_message_does_not_start_a_second_conversation(alice, chat_model):
+    client_id = uuid.uuid4()
+    first = _send(alice, "new chat", client_id=client_id)
+    again = _send(alice, "new chat", client_id=client_id)
+    assert again.plan is None and not again.created_conversation
+    assert again.conversation.id == first.conversation.id
+    assert (again.user_message.id, again.reply.id) == (first.user_message.id, first.reply.id)
+    assert Conversation.objects.count() == 1 and Message.objects.count() == 2
+
+
+@pytest.mark.parametrize("in_conversation", [False, True])
+def test_the_same_message_sent_twice_at_once_is_stored_once(alice, chat_model, in_conversation):
+    conversation_id = None
+    if in_conversation:
+        earlier = _send(alice, "earlier")
+        _finish(earlier)
+        conversation_id = earlier.conversation.id
+    client_id = uuid.uuid4()
+    results = _race(4, lambda: _send(alice, "twice", conversation_id, client_id))
+
+    assert all(isinstance(r, services.SendOutcome) for r in results), results
+    assert sum(r.plan is not None for r in results) == 1  # answered once
+    assert len({r.user_message.id for r in results}) == 1
+    assert Message.objects.filter(content="twice").count() == 1
+    assert Conversation.objects.count() == 1
