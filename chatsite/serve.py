@@ -36,10 +36,22 @@ def daphne_arguments(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def warm_up() -> None:
+    """Load what the first message would otherwise wait for (the tokenizer's tables)."""
+    import django
+
+    django.setup()
+    from conversations.tokens import count_tokens
+
+    count_tokens("warm up")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from daphne.cli import CommandLineInterface
 
-    CommandLineInterface().run(daphne_arguments(sys.argv[1:] if argv is None else argv))
+    arguments = daphne_arguments(sys.argv[1:] if argv is None else argv)
+    warm_up()
+    CommandLineInterface().run(arguments)
 
 
 if __name__ == "__main__":

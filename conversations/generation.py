@@ -75,6 +75,8 @@ class _Outlet:
 
     def poke(self) -> Awaitable[None] | None:
         """Called after a part arrives: a send to await now, or None when one is scheduled."""
+        if not self.generation.announced:
+            return None  # announce() sends what arrived meanwhile
         loop = asyncio.get_running_loop()
         waited = loop.time() - self._last_at
         if waited >= self.interval:
@@ -97,6 +99,9 @@ class _Outlet:
 
     def _emit_later(self) -> None:
         self._timer = None
+        self.emit_soon()
+
+    def emit_soon(self) -> None:
         # Kept so the task is not garbage-collected while it sends.
         self._task = asyncio.ensure_future(self.emit())
 
@@ -121,6 +126,9 @@ class Generation:
         self.parts: list[tuple[str, str]] = []
         self.task: asyncio.Task[None] | None = None
         self.stop_requested = False
+        # Frames wait until the pages have been sent the (empty) reply they add text to.
+        self.announced = False
+        self._announced = asyncio.Event()
         self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
         # Other processes get fewer, larger frames: each costs several Redis round trips.
         self.remote = (
@@ -174,6 +182,19 @@ class Generation:
         return self.snapshot_frame(end)
 
     # --- sending ---------------------------------------------------------------------------
+    def announce(self) -> None:
+        """The pages know the reply now: send what arrived so far, and the rest as it comes.
+
+        Not async, so that a caller's ``finally`` always gets to run it to the end."""
+        if self.announced:
+            return
+        self.announced = True
+        self._announced.set()
+        if self.local.sent < len(self.parts):
+            self.local.emit_soon()
+        if self.remote is not None and self.remote.sent < len(self.parts):
+            self.hub.publish_soon(self.remote.emit())
+
     async def _send_local(self, frame: dict) -> None:
         await self.hub.broadcast_local(self.conversation_id, frame)
 
@@ -225,6 +246,8 @@ class Generation:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
+            # Not before the upstream request: it goes out first, the Redis round trip after.
+            joined = asyncio.ensure_future(self.hub.join_generation_group(self.conversation_id))
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
             async with aclosing(stream_chat(self.plan.config, self.plan.request)) as events:
                 async for event in events:
@@ -255,6 +278,7 @@ class Generation:
             error = UpstreamError(kind="internal", message=f"Internal error: {type(exc).__name__}")
         finally:
             heartbeat.cancel()
+        await asyncio.gather(joined, return_exceptions=True)
         if error is not None:
             has_text = any(field == "content" for field, _ in self.parts)
             interrupted = has_text and error.kind in {"interrupted", "timeout", "stream_error"}
@@ -272,6 +296,8 @@ class Generation:
         if self._flush_task is not None:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
+        # The end of the reply must not reach the pages before the reply itself.
+        await self._announced.wait()
         self.local.close()
         await self.local.emit()
         if self.remote is not None:
@@ -459,14 +485,22 @@ class ConversationHub:
     def get(self, conversation_id: UUID) -> Generation | None:
         return self._running.get(conversation_id)
 
-    async def start(self, plan: services.GenerationPlan) -> Generation:
+    async def start(self, plan: services.GenerationPlan, *, announced: bool = True) -> Generation:
+        """Start streaming a reply. With ``announced=False`` nothing is sent to the pages until
+        ``generation.announce()``: the request can go out while the caller sends the pages the
+        reply (its "message" frame)."""
         await self.ensure_started()
         generation = Generation(plan, hub=self)
+        if announced:
+            generation.announce()
         self._running[plan.conversation_id] = generation
-        if self._layer is not None and self.channel_name is not None:
-            await self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
+
+    async def join_generation_group(self, conversation_id: UUID) -> None:
+        """Hear Stop and resume requests for this conversation from other processes."""
+        if self._layer is not None and self.channel_name is not None:
+            await self._layer.group_add(generation_group(conversation_id), self.channel_name)
 
     def stop(self, conversation_id: UUID) -> bool:
         generation = self._running.get(conversation_id)

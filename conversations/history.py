@@ -92,7 +92,8 @@ def build_request_context(
     if fixed > budget:
         raise ContextTooLarge(needed=fixed, allowed=budget)
 
-    path = _path_to(newest)[:-1]
+    # A first message has no history to read.
+    path = _path_to(newest)[:-1] if newest.parent_id is not None else []
     rows = list(Message.objects.filter(id__in=path).values("id", "role", "status", "token_count"))
     by_id = {row["id"]: row for row in rows}
     ordered = [by_id[i] for i in path if i in by_id and _sendable(by_id[i])]

@@ -7,19 +7,18 @@ Sync functions: the consumer calls them through ``database_sync_to_async``.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.errors import ChatError
 from conversations.history import build_request_context, context_budget
+from conversations.limits import lock_sender, refuse_over_limits
 from conversations.models import Conversation, Message
 from conversations.selectors import chat_model_default, conversation_get_for_user
 from conversations.tokens import message_tokens
@@ -40,9 +39,6 @@ BUSY_MESSAGE = (
     "A reply is still being written in this conversation. Wait for it to finish, or press Stop, "
     "then send again. Your message is still in the box."
 )
-
-
-KEEP_DRAFT = "Your message is still in the box."
 
 
 @dataclass(frozen=True)
@@ -86,60 +82,6 @@ def validate_message_content(content: object) -> str:
             code="too_long",
         )
     return content
-
-
-def _seconds_text(seconds: float) -> str:
-    whole = max(1, math.ceil(seconds))
-    return "1 second" if whole == 1 else f"{whole} seconds"
-
-
-def _lock_user(user: AbstractBaseUser) -> None:
-    # Two sends racing past a count of N-1 is impossible once each waits for the other's commit.
-    # (SQLite has no row locks, but its IMMEDIATE transactions already run one at a time.)
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-
-
-def _check_send_limits(
-    *, user: AbstractBaseUser, conversation: Conversation, now: datetime
-) -> None:
-    """Refuse a send over the user's limits. Call inside the send's transaction, after
-    _lock_user: the counts come from the stored messages themselves (no other shared state), and
-    the lock makes one user's sends, from any process, count one after the other.
-    """
-    streaming = list(
-        Message.objects.filter(
-            conversation__owner=user, status=Message.Status.STREAMING
-        ).values_list("conversation_id", flat=True)
-    )
-    if conversation.pk in streaming:  # checked here too, to say "busy" rather than "too many"
-        raise ChatError(BUSY_MESSAGE, code="busy")
-    limit = settings.CHAT_MAX_CONCURRENT_REPLIES
-    if limit and len(streaming) >= limit:
-        raise ChatError(
-            f"You already have {len(streaming)} replies being written, the most allowed at "
-            "once. Wait for one to finish, or stop one, then send again. " + KEEP_DRAFT,
-            code="too_many_replies",
-        )
-    rate, window = settings.CHAT_SEND_RATE_LIMIT, settings.CHAT_SEND_RATE_WINDOW
-    if rate:
-        # The rate-th most recent message: while it is inside the window, the window is full,
-        # and a place frees up when it leaves it.
-        nth_latest = (
-            Message.objects.filter(
-                conversation__owner=user,
-                role=Message.Role.USER,
-                created_at__gt=now - window,
-            )
-            .order_by("-created_at")
-            .values_list("created_at", flat=True)[rate - 1 : rate]
-        )
-        for created_at in nth_latest:  # zero or one
-            wait = (created_at + window - now).total_seconds()
-            raise ChatError(
-                f"You have sent {rate} messages in the last {_seconds_text(window.total_seconds())}"
-                f", the most allowed. Try again in {_seconds_text(wait)}. " + KEEP_DRAFT,
-                code="rate_limited",
-            )
 
 
 def conversation_create(*, owner: AbstractBaseUser, model: ChatModel | None = None) -> Conversation:
@@ -197,39 +139,34 @@ def message_send(
     with ``plan=None``.
     """
     text = validate_message_content(content)
-    created_conversation = False
-    if conversation_id is None:
-        if existing := _existing_send(user=user, conversation=None, client_id=client_id):
-            return existing
-        model = chat_model_default()
-        if model is None:
-            raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-        conversation = Conversation(owner=user, model=model)
-        created_conversation = True
-    else:
+    conversation = None
+    if conversation_id is not None:
         conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-        if existing := _existing_send(user=user, conversation=conversation, client_id=client_id):
-            return existing
-        model = conversation.model or chat_model_default()
-        if model is None or not model.enabled or not model.provider.enabled:
-            raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-
+    created_conversation = conversation is None
     now = timezone.now()
     try:
         with transaction.atomic():
-            _lock_user(user)
-            # Checked again under the lock: the same message sent twice at once is stored once.
-            if existing := _existing_send(
-                user=user,
-                conversation=None if created_conversation else conversation,
-                client_id=client_id,
-            ):
-                return existing
-            _check_send_limits(user=user, conversation=conversation, now=now)
-            if created_conversation:
-                conversation.title = title_from_text(text)
-                conversation.created_at = conversation.updated_at = now
+            sender = lock_sender(user=user, conversation=conversation, client_id=client_id, now=now)
+            # Under the lock: the same message sent twice at once is stored once.
+            if sender.resent:
+                existing = _existing_send(user=user, conversation=conversation, client_id=client_id)
+                if existing is not None:
+                    return existing
+            if conversation is None:
+                model = chat_model_default()
+                if model is None:
+                    raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+                conversation = Conversation(
+                    owner=user, model=model, title=title_from_text(text), created_at=now
+                )
                 conversation.save(force_insert=True)
+            else:
+                model = conversation.model or chat_model_default()
+                if model is None or not model.enabled or not model.provider.enabled:
+                    raise ChatError(NO_MODEL_MESSAGE, code="no_model")
+            if sender.busy:
+                raise ChatError(BUSY_MESSAGE, code="busy")
+            refuse_over_limits(sender, now=now)
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent_id=conversation.current_leaf_id,
