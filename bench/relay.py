@@ -830,6 +830,7 @@ class Bench:
         log(f"{IDLE_SOCKETS} idle sockets …")
         server = Daphne(self.daphne_env, self.log_path).start()
         try:
+            before = server.memory_kb()["VmRSS"] / 1024
             clients = await idle_sockets(server.ws_url, self.accounts, IDLE_SOCKETS)
             await asyncio.sleep(2)
             memory = server.memory_kb()
@@ -840,7 +841,7 @@ class Bench:
         self.lines.append(
             Line(
                 f"daphne peak resident memory, {IDLE_SOCKETS} idle sockets",
-                "",
+                f"{before:.0f} MB before",
                 f"{peak_mb:.0f} MB",
                 "",
                 "< 150 MB",

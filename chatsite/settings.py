@@ -129,7 +129,17 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py's 5 s default equals channels-redis's 5 s blocking read, so
+                        # a quiet channel's read failed with a timeout (the socket: code 1011).
+                        "socket_timeout": env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", 30),
+                        "socket_connect_timeout": 5,
+                        # redis-py refuses the 101st connection by default (MaxConnectionsError).
+                        "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000),
+                    }
+                ],
                 # channels-redis drops group messages silently above capacity (default 100).
                 "capacity": env_int("CHANNEL_CAPACITY", 2000),
                 "expiry": 60,

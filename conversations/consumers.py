@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -60,21 +61,35 @@ def _send_frames(outcome: services.SendOutcome, new_chat: bool) -> tuple[dict | 
     return created, rendered
 
 
+@dataclass(frozen=True)
+class _Opened:
+    # The reply in progress, as stored (None when nothing streams).
+    streaming: dict | None
+    # The end of a reply the page holds part of and that has finished since (None otherwise).
+    finished: dict | None
+
+
 @_off_loop
-def _open_conversation(user: Any, conversation_id: UUID) -> dict | None:
-    """Authorize, and describe a reply in progress as stored (None when nothing streams)."""
+def _open_conversation(user: Any, conversation_id: UUID, held: object) -> _Opened:
+    """Authorize, and read what a page opening the conversation may be missing."""
     conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
     reply = selectors.streaming_reply(conversation=conversation)
-    if reply is None:
-        return None
-    return {
-        "type": "reply.snapshot",
-        "conversation": str(conversation.id),
-        "message": reply.id,
-        "seq": None,
-        "content": reply.content,
-        "reasoning": reply.reasoning,
-    }
+    streaming = None
+    if reply is not None:
+        streaming = {
+            "type": "reply.snapshot",
+            "conversation": str(conversation.id),
+            "message": reply.id,
+            "seq": None,
+            "content": reply.content,
+            "reasoning": reply.reasoning,
+        }
+    finished = None
+    if isinstance(held, int) and (reply is None or reply.id != held):
+        ended = selectors.finished_reply(conversation=conversation, message_id=held)
+        if ended is not None:
+            finished = frames.reply_done_frame(ended)
+    return _Opened(streaming, finished)
 
 
 @_off_loop
@@ -177,32 +192,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id = _parse_uuid(frame.get("conversation"))
         if conversation_id is None:
             raise ChatError("This conversation does not exist.", code="not_found")
-        stored = await _open_conversation(self.scope["user"], conversation_id)
+        held, seq = frame.get("message"), frame.get("seq")
+        opened = await _open_conversation(self.scope["user"], conversation_id, held)
         await self._show(conversation_id)
+        if opened.finished is not None:
+            # The page holds part of a reply that ended while it was away: the stored end.
+            await self.send_frame(opened.finished)
         generation = hub.get(conversation_id)
         if generation is not None:
-            await self.send_frame(
-                generation.resume_frame(
-                    message=frame.get("message"), seq=frame.get("seq"), for_remote=False
-                )
-            )
-        elif stored is not None:
-            await self.send_frame(stored)
-            # Another process may be writing it: ask that one for exactly what is missing.
+            await self.send_frame(generation.resume_frame(message=held, seq=seq, for_remote=False))
+        elif opened.streaming is not None:
+            # Another process may be writing it: ask that one for exactly what is missing. A
+            # page that holds part of this reply already keeps it rather than going back to
+            # the last flush.
+            if not (held == opened.streaming["message"] and isinstance(seq, int)):
+                await self.send_frame(opened.streaming)
             await hub.request(
                 conversation_id,
                 {
                     "type": "chat.resume",
                     "reply_channel": self.channel_name,
-                    "message": frame.get("message"),
-                    "seq": frame.get("seq"),
+                    "message": held,
+                    "seq": seq,
                 },
             )
         await self.send_frame(
             {
                 "type": "subscribed",
                 "conversation": str(conversation_id),
-                "streaming": generation is not None or stored is not None,
+                "streaming": generation is not None or opened.streaming is not None,
             }
         )
 

@@ -377,7 +377,10 @@ class ConversationHub:
             self._layer = None
             return
         self._layer = layer
-        self.channel_name = await layer.new_channel("hub.")
+        # The default prefix, like the consumers' channels: channels-redis reads all of a
+        # process's channels with one blocking pop on one key per prefix, under one lock, so a
+        # channel with a prefix of its own would starve the sockets' channels (and vice versa).
+        self.channel_name = await layer.new_channel()
         self._outbox = asyncio.Queue()
         self._reader = loop.create_task(self._read(), name="hub-reader")
         self._publisher = loop.create_task(self._publish_in_order(), name="hub-publisher")

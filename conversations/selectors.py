@@ -87,3 +87,11 @@ def streaming_reply(*, conversation: Conversation) -> Message | None:
         .order_by("-id")
         .first()
     )
+
+
+def finished_reply(*, conversation: Conversation, message_id: int) -> Message | None:
+    """A reply of this conversation that is no longer streaming (None for any other id)."""
+    replies = Message.objects.filter(
+        conversation=conversation, id=message_id, role=Message.Role.ASSISTANT
+    )
+    return replies.exclude(status=Message.Status.STREAMING).first()

@@ -105,6 +105,7 @@ class ReplyFollower:
         self.content = ""
         self.done: dict | None = None
         self.frames: list[dict] = []
+        self.gaps = 0  # deltas that did not follow on, each answered by asking to resume
 
     async def subscribe(self) -> None:
         await self.socket.send(
@@ -129,6 +130,7 @@ class ReplyFollower:
             self.message, self.seq, self.content = frame["message"], frame["seq"], frame["content"]
         elif kind == "reply.delta":
             if self.message != frame["message"] or self.seq is None or frame["from"] > self.seq:
+                self.gaps += 1
                 await self.subscribe()  # a gap: ask for what is missing
             elif frame["seq"] > self.seq:
                 # Only the part this follower lacks (a delta may overlap what it holds only
