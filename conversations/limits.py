@@ -92,9 +92,10 @@ def refuse_over_limits(state: SenderState, *, now: datetime) -> None:
     """ChatError when a new reply would go over the user's limits (0 turns a limit off)."""
     limit = settings.CHAT_MAX_CONCURRENT_REPLIES
     if limit and state.streaming >= limit:
+        replies = "1 reply" if state.streaming == 1 else f"{state.streaming} replies"
         raise ChatError(
-            f"You already have {state.streaming} replies being written, the most allowed at "
-            "once. Wait for one to finish, or stop one, then send again. " + KEEP_DRAFT,
+            f"You already have {replies} being written, the most allowed at once. "
+            "Wait for one to finish, or stop one, then send again. " + KEEP_DRAFT,
             code="too_many_replies",
         )
     if state.nth_latest is not None:

@@ -17,6 +17,28 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def app_environment(var_dir: Path, **extra: str) -> dict[str, str] | None:
+    """What a server started by a test needs to share this test's PostgreSQL database and
+    sessions (None without PostgreSQL: SQLite's test database lives in this process only)."""
+    from django.conf import settings
+    from django.db import connection
+
+    database = connection.settings_dict
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return None
+    host, port = database["HOST"] or "127.0.0.1", database["PORT"] or 5432
+    return {
+        "DATABASE_URL": f"postgres://{database['USER']}@{host}:{port}/{database['NAME']}",
+        "DATABASE_POOL": "0",
+        "REDIS_URL": "",
+        "SECRET_KEY": settings.SECRET_KEY,  # sessions made in the test are valid there
+        "VAR_DIR": str(var_dir),
+        "DEBUG": "true",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -187,3 +187,25 @@ def test_the_same_message_sent_twice_at_once_is_stored_once(alice, chat_model, i
     assert len({r.user_message.id for r in results}) == 1
     assert Message.objects.filter(content="twice").count() == 1
     assert Conversation.objects.count() == 1
+
+
+async def test_the_page_is_told_why_and_keeps_its_draft(alice, chat_model, settings):
+    from channels.db import database_sync_to_async
+
+    from tests.conversations.wsclient import open_socket
+
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 1
+    await database_sync_to_async(_send)(alice, "still streaming")
+    before = await database_sync_to_async(Message.objects.count)()
+    communicator, _ = await open_socket(alice)
+    client_id = str(uuid.uuid4())
+    await communicator.send_json_to(
+        {"type": "send", "conversation": None, "content": "one more", "client_id": client_id}
+    )
+    answer = await communicator.receive_json_from()
+    await communicator.disconnect()
+
+    assert answer["type"] == "error" and answer["code"] == "too_many_replies"
+    assert answer["client_id"] == client_id  # the page keeps this draft in the box
+    assert "1 reply being written" in answer["message"]
+    assert await database_sync_to_async(Message.objects.count)() == before
