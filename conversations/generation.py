@@ -12,6 +12,7 @@ streams, and once when it ends — never once per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from providers.events import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ANNOUNCE_TIMEOUT = 10.0  # seconds
 
 
 # Writes that need no shared transaction run off the single "thread-sensitive" thread, which
@@ -296,8 +298,11 @@ class Generation:
         if self._flush_task is not None:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
-        # The end of the reply must not reach the pages before the reply itself.
-        await self._announced.wait()
+        # The end of the reply must not reach the pages before the reply itself. The socket that
+        # started it announces it within milliseconds; should it never, the end still goes out.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                await self._announced.wait()
         self.local.close()
         await self.local.emit()
         if self.remote is not None:
@@ -307,7 +312,7 @@ class Generation:
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
         try:
-            reply = await db_write(services.reply_finish)(
+            frame = await db_write(_close_reply)(
                 reply_id=self.reply_id,
                 content=content,
                 reasoning=self.text_of("reasoning"),
@@ -317,7 +322,6 @@ class Generation:
                 error=error.message if error else "",
                 usage=usage,
             )
-            frame = await db_write(reply_done_frame)(reply)
         except Exception:
             logger.exception("could not store the end of reply %s", self.reply_id)
             frame = {
@@ -328,6 +332,11 @@ class Generation:
         finally:
             self.hub.forget(self)
         await self.hub.broadcast(self.conversation_id, frame)
+
+
+def _close_reply(**fields: object) -> dict:
+    """Store the end of a reply and render the frame that tells the pages (one thread hop)."""
+    return reply_done_frame(services.reply_finish(**fields))  # type: ignore[arg-type]
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -371,6 +380,9 @@ class ConversationHub:
         loop = asyncio.get_running_loop()
         if self._reader is not None and self._reader.get_loop() is loop and not self._reader.done():
             return
+        # Another event loop (tests run one per test): nothing of the last one's can be used.
+        self._reader = self._publisher = self._outbox = None
+        self.channel_name = None
         layer = get_channel_layer()
         if layer is None or isinstance(layer, InMemoryChannelLayer):
             # One process: every socket is local, so the layer would only add work.
@@ -527,8 +539,10 @@ class ConversationHub:
         """For tests and shutdown: wait until every running generation has ended."""
         while tasks := [g.task for g in self._running.values() if g.task is not None]:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._outbox is not None and self._publisher is not None and not self._publisher.done():
-            await self._outbox.join()
+        publisher, outbox = self._publisher, self._outbox
+        running_here = publisher is not None and publisher.get_loop() is asyncio.get_running_loop()
+        if running_here and not publisher.done() and outbox is not None:
+            await outbox.join()
 
 
 def conversation_group(conversation_id: UUID) -> str:

@@ -2,10 +2,10 @@
 sent in a window of time.
 
 Checked inside the send's transaction, from the stored messages themselves, so they hold across
-processes with no other shared state. ``lock_sender`` locks the user's row first: one user's
-sends, from any process, are checked one after the other, so two of them can never both pass a
-count of N-1. Everything the checks need is then read in one more round trip, because the send
-is on the path to the reply's first token.
+processes with no other shared state. The user's row is locked first: one user's sends, from any
+process, are checked one after the other, so two of them can never both pass a count of N-1.
+Everything the checks need is then read in one more round trip (``sender_state``), because the
+send is on the path to the reply's first token.
 """
 
 from __future__ import annotations
@@ -35,16 +35,24 @@ class SenderState:
     nth_latest: datetime | None
 
 
-def lock_sender(
+def lock_sender(*, user: AbstractBaseUser) -> None:
+    """Lock the user's row until the transaction ends (``conversation_get_for_user`` with
+    ``lock_owner=True`` does the same while loading a conversation).
+
+    SQLite has no row locks, but its IMMEDIATE transactions already run one at a time."""
+    list(get_user_model().objects.filter(pk=user.pk).select_for_update().values_list("pk"))
+
+
+def sender_state(
     *,
     user: AbstractBaseUser,
     conversation: Conversation | None,
     client_id: UUID | None,
     now: datetime,
 ) -> SenderState:
-    """Lock the user's row until the transaction ends, and read what the checks need.
-
-    SQLite has no row locks, but its IMMEDIATE transactions already run one at a time."""
+    """What the checks need, in one query. Call after locking the user's row, in a statement of
+    its own: under READ COMMITTED a statement sees the data as it was when it began, so counts
+    read by the locking statement itself could miss a send that committed while it waited."""
     owned = Message.objects.filter(conversation__owner=OuterRef("pk"))
     streaming = owned.filter(status=Message.Status.STREAMING)
     fields = {
@@ -74,12 +82,7 @@ def lock_sender(
         fields["nth_latest"] = Subquery(
             recent.order_by("-created_at").values("created_at")[rate - 1 : rate]
         )
-    users = get_user_model().objects.filter(pk=user.pk)
-    list(users.select_for_update().values_list("pk"))
-    # A statement of its own: under READ COMMITTED a statement sees the data as it was when the
-    # statement began, so counts read in the locking statement itself could miss a send that
-    # committed while this one waited for the lock.
-    row = users.annotate(**fields).values(*fields).get()
+    row = get_user_model().objects.filter(pk=user.pk).annotate(**fields).values(*fields).get()
     return SenderState(
         resent=bool(row["resent"]),
         busy=bool(row["busy"]),

@@ -19,15 +19,22 @@ from providers.models import ChatModel
 
 
 def conversation_get_for_user(
-    *, user: AbstractBaseUser | AnonymousUser, conversation_id: UUID | str
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    conversation_id: UUID | str,
+    lock_owner: bool = False,
 ) -> Conversation:
-    """The user's conversation, or ConversationNotFound (also for someone else's id)."""
+    """The user's conversation, or ConversationNotFound (also for someone else's id).
+
+    ``lock_owner``, inside a transaction: also lock the owner's row until it ends, in the same
+    round trip (see conversations.limits.lock_sender)."""
     if not user.is_authenticated:
         raise ConversationNotFound
+    conversations = Conversation.objects.select_related("model", "model__provider")
+    if lock_owner:
+        conversations = conversations.select_related("owner").select_for_update(of=("owner",))
     try:
-        return Conversation.objects.select_related("model", "model__provider").get(
-            id=conversation_id, owner=user
-        )
+        return conversations.get(id=conversation_id, owner=user)
     except (Conversation.DoesNotExist, ValidationError, ValueError):
         raise ConversationNotFound from None
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from conversations.errors import ChatError
 from conversations.history import build_request_context, context_budget
-from conversations.limits import lock_sender, refuse_over_limits
+from conversations.limits import lock_sender, refuse_over_limits, sender_state
 from conversations.models import Conversation, Message
 from conversations.selectors import chat_model_default, conversation_get_for_user
 from conversations.tokens import message_tokens
@@ -139,14 +139,21 @@ def message_send(
     with ``plan=None``.
     """
     text = validate_message_content(content)
+    created_conversation = conversation_id is None
     conversation = None
-    if conversation_id is not None:
-        conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
-    created_conversation = conversation is None
     now = timezone.now()
     try:
         with transaction.atomic():
-            sender = lock_sender(user=user, conversation=conversation, client_id=client_id, now=now)
+            # The user's row is locked first: their sends are checked one at a time.
+            if conversation_id is None:
+                lock_sender(user=user)
+            else:
+                conversation = conversation_get_for_user(
+                    user=user, conversation_id=conversation_id, lock_owner=True
+                )
+            sender = sender_state(
+                user=user, conversation=conversation, client_id=client_id, now=now
+            )
             # Under the lock: the same message sent twice at once is stored once.
             if sender.resent:
                 existing = _existing_send(user=user, conversation=conversation, client_id=client_id)
