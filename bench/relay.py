@@ -176,6 +176,11 @@ class Daphne:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def cpu_split(self) -> tuple[int, int]:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]), int(fields[12])
+
     def memory_kb(self) -> dict[str, int]:
         assert self.process is not None
         fields = {}
@@ -505,7 +510,14 @@ async def compare(
                     streams = [lambda c=c: c.stream(kind) for c in clients]
                     cpu = server.cpu_seconds()
                     comparison.relay.append(await timed_run(streams, kind))
-                    comparison.server_cpu += server.cpu_seconds() - cpu
+                    used = server.cpu_seconds() - cpu
+                    comparison.server_cpu += used
+                    run = comparison.relay[-1]
+                    log(
+                        f"    relay run: daphne used {used * 1000:.0f} ms of CPU;"
+                        f" first tokens after {ms(median([r.ttft for r in run.results]))}"
+                        f" (last {ms(max(r.ttft for r in run.results))})"
+                    )
         finally:
             await asyncio.gather(*(c.close() for c in clients))
     log(
@@ -670,7 +682,7 @@ class Bench:
         log(f"profiling daphne with py-spy into {self.profile}")
         return subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(server.process.pid), "--rate", "200", "--gil"),
+                *("py-spy", "record", "--pid", str(server.process.pid), "--rate", "1000", "--gil"),
                 *("--output", str(self.profile), "--format", self._profile_format()),
             ],
             stdout=subprocess.DEVNULL,

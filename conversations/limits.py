@@ -4,8 +4,6 @@ sent in a window of time.
 Checked inside the send's transaction, from the stored messages themselves, so they hold across
 processes with no other shared state. The user's row is locked first: one user's sends, from any
 process, are checked one after the other, so two of them can never both pass a count of N-1.
-Everything the checks need is then read in one more round trip (``sender_state``), because the
-send is on the path to the reply's first token.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, DateTimeField, Exists, OuterRef, Subquery, Value
 
 from conversations.errors import ChatError
 from conversations.models import Conversation, Message
@@ -50,28 +47,22 @@ def sender_state(
     client_id: UUID | None,
     now: datetime,
 ) -> SenderState:
-    """What the checks need, in one query. Call after locking the user's row, in a statement of
-    its own: under READ COMMITTED a statement sees the data as it was when it began, so counts
-    read by the locking statement itself could miss a send that committed while it waited."""
-    owned = Message.objects.filter(conversation__owner=OuterRef("pk"))
-    streaming = owned.filter(status=Message.Status.STREAMING)
-    fields = {
-        "streaming": Subquery(
-            streaming.order_by().values("conversation__owner").annotate(n=Count("pk")).values("n")
-        ),
-        "busy": (
-            Exists(streaming.filter(conversation=conversation))
-            if conversation is not None
-            else Value(False)
-        ),
-        "resent": Value(False),
-        "nth_latest": Value(None, output_field=DateTimeField()),
-    }
-    if client_id is not None:
-        sent = owned.filter(client_id=client_id, role=Message.Role.USER)
-        if conversation is not None:
-            sent = sent.filter(conversation=conversation)
-        fields["resent"] = Exists(sent)
+    """What the checks need. Call after locking the user's row, in statements of their own:
+    under READ COMMITTED a statement sees the data as it was when it began, so counts read by
+    the locking statement itself could miss a send that committed while it waited.
+
+    Two or three small queries rather than one with subqueries: on the path to the first token,
+    building Django's query costs more CPU than a round trip to the database."""
+    owned = Message.objects.filter(conversation__owner=user)
+    streaming = list(
+        owned.filter(status=Message.Status.STREAMING).values_list("conversation_id", flat=True)
+    )
+    resent = False
+    if client_id is not None and conversation is None:
+        # A resent first message of a new chat. In an existing conversation the unique
+        # constraint on (conversation, client_id) catches a resend, at no cost to other sends.
+        resent = owned.filter(client_id=client_id, role=Message.Role.USER).exists()
+    nth_latest = None
     rate = settings.CHAT_SEND_RATE_LIMIT
     if rate:
         # The rate-th latest message: while it is inside the window, the window is full, and a
@@ -79,24 +70,23 @@ def sender_state(
         recent = owned.filter(
             role=Message.Role.USER, created_at__gt=now - settings.CHAT_SEND_RATE_WINDOW
         )
-        fields["nth_latest"] = Subquery(
-            recent.order_by("-created_at").values("created_at")[rate - 1 : rate]
-        )
-    row = get_user_model().objects.filter(pk=user.pk).annotate(**fields).values(*fields).get()
+        nth_latest = (
+            recent.order_by("-created_at").values_list("created_at", flat=True)[rate - 1 : rate]
+        ).first()
     return SenderState(
-        resent=bool(row["resent"]),
-        busy=bool(row["busy"]),
-        streaming=row["streaming"] or 0,
-        nth_latest=row["nth_latest"],
+        resent=resent,
+        busy=conversation is not None and conversation.pk in streaming,
+        streaming=len(streaming),
+        nth_latest=nth_latest,
     )
 
 
-def refuse_over_limits(state: SenderState, *, now: datetime) -> None:
-    """ChatError when a new reply would go over the user's limits (0 turns a limit off)."""
+def limit_refusal(state: SenderState, *, now: datetime) -> ChatError | None:
+    """Why a new reply would go over the user's limits, or None (0 turns a limit off)."""
     limit = settings.CHAT_MAX_CONCURRENT_REPLIES
     if limit and state.streaming >= limit:
         replies = "1 reply" if state.streaming == 1 else f"{state.streaming} replies"
-        raise ChatError(
+        return ChatError(
             f"You already have {replies} being written, the most allowed at once. "
             "Wait for one to finish, or stop one, then send again. " + KEEP_DRAFT,
             code="too_many_replies",
@@ -104,12 +94,13 @@ def refuse_over_limits(state: SenderState, *, now: datetime) -> None:
     if state.nth_latest is not None:
         window = settings.CHAT_SEND_RATE_WINDOW
         wait = (state.nth_latest + window - now).total_seconds()
-        raise ChatError(
+        return ChatError(
             f"You have sent {settings.CHAT_SEND_RATE_LIMIT} messages in the last "
             f"{_seconds(window.total_seconds())}, the most allowed. "
             f"Try again in {_seconds(wait)}. " + KEEP_DRAFT,
             code="rate_limited",
         )
+    return None
 
 
 def _seconds(seconds: float) -> str:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from conversations.errors import ChatError
 from conversations.history import build_request_context, context_budget
-from conversations.limits import lock_sender, refuse_over_limits, sender_state
+from conversations.limits import limit_refusal, lock_sender, sender_state
 from conversations.models import Conversation, Message
 from conversations.selectors import chat_model_default, conversation_get_for_user
 from conversations.tokens import message_tokens
@@ -159,6 +159,20 @@ def message_send(
                 existing = _existing_send(user=user, conversation=conversation, client_id=client_id)
                 if existing is not None:
                     return existing
+            refusal = (
+                ChatError(BUSY_MESSAGE, code="busy")
+                if sender.busy
+                else limit_refusal(sender, now=now)
+            )
+            if refusal is not None:
+                # A resend of a message stored already is answered with it, never refused.
+                if client_id is not None and (
+                    existing := _existing_send(
+                        user=user, conversation=conversation, client_id=client_id
+                    )
+                ):
+                    return existing
+                raise refusal
             if conversation is None:
                 model = chat_model_default()
                 if model is None:
@@ -171,9 +185,6 @@ def message_send(
                 model = conversation.model or chat_model_default()
                 if model is None or not model.enabled or not model.provider.enabled:
                     raise ChatError(NO_MODEL_MESSAGE, code="no_model")
-            if sender.busy:
-                raise ChatError(BUSY_MESSAGE, code="busy")
-            refuse_over_limits(sender, now=now)
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent_id=conversation.current_leaf_id,
