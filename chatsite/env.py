@@ -8,6 +8,7 @@ Docker/Kubernetes secrets convention) is read in place of ``NAME`` when set.
 from __future__ import annotations
 
 import os
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -51,6 +52,16 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    value = _raw(name)
+    if value is None or value.strip() == "":
+        value = default
+    try:
+        return Decimal(value.strip())
+    except InvalidOperation as exc:
+        raise ImproperlyConfigured(f"{name} must be a decimal number, not {value!r}") from exc
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

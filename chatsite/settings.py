@@ -16,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatsite.env import env_bool, env_int, env_list, env_str
+from chatsite.env import env_bool, env_decimal, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -62,6 +62,9 @@ INSTALLED_APPS = [
     "template_partials",
     "providers",
     "conversations",
+    "sharing",
+    "teams",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -90,6 +93,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "teams.context_processors.navigation",
             ],
         },
     },
@@ -167,7 +171,7 @@ USE_TZ = True
 
 # --- Static files: served by WhiteNoise so the one run command needs no other web server ---------
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -226,6 +230,12 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32_000)
 # Websocket frames larger than this are refused by the consumer with a clear error frame.
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 256 * 1024)
 CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30)
+# Largest export file (bytes) the import form accepts; a bigger one is refused with its size.
+CHAT_IMPORT_MAX_BYTES = env_int("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+# A conversation opens with its last this-many messages; older ones load as the user scrolls up.
+CHAT_THREAD_PAGE_SIZE = env_int("CHAT_THREAD_PAGE_SIZE", 40)
+# After the first exchange the model writes a short title (one small extra call).
+CHAT_GENERATED_TITLES = env_bool("CHAT_GENERATED_TITLES", True)
 # A reply in progress is written to the database at most this often (seconds).
 CHAT_FLUSH_INTERVAL = float(env_int("CHAT_FLUSH_INTERVAL_MS", 1000)) / 1000
 # Tokens arriving faster than this are coalesced into one websocket frame (seconds).
@@ -236,6 +246,23 @@ CHAT_REMOTE_FRAME_INTERVAL = float(env_int("CHAT_REMOTE_FRAME_INTERVAL_MS", 50))
 CHAT_DEFAULT_CONTEXT_WINDOW = env_int("CHAT_DEFAULT_CONTEXT_WINDOW", 8192)
 CHAT_DEFAULT_MAX_OUTPUT_TOKENS = env_int("CHAT_DEFAULT_MAX_OUTPUT_TOKENS", 1024)
 CHAT_CONTEXT_SAFETY_MARGIN = env_int("CHAT_CONTEXT_SAFETY_MARGIN", 64)
+# What happens to turns that no longer fit a model's window, unless the model or the
+# conversation chooses: "summarize" (a model writes a summary that is sent in their place) or
+# "drop" (they are left out). Summarize is the default because the model then keeps the gist of
+# the whole conversation, which is what people expect of a chat that "remembers"; it costs one
+# extra call each time about half a window of new history has to be folded in, and falls back
+# to drop (saying so) when that call fails.
+CHAT_CONTEXT_STRATEGY = env_str("CHAT_CONTEXT_STRATEGY", "summarize")
+if CHAT_CONTEXT_STRATEGY not in ("summarize", "drop"):
+    raise ImproperlyConfigured(
+        f"CHAT_CONTEXT_STRATEGY must be summarize or drop, not {CHAT_CONTEXT_STRATEGY!r}"
+    )
+# Longest summary asked for (tokens); never more than a quarter of a model's prompt budget.
+CHAT_SUMMARY_MAX_TOKENS = env_int("CHAT_SUMMARY_MAX_TOKENS", 600)
+# Summary calls one request may make before its reply starts; a longer backlog (a very long
+# conversation meeting a small model) is folded in over the next requests, the rest of it left
+# out meanwhile.
+CHAT_SUMMARY_MAX_CALLS = env_int("CHAT_SUMMARY_MAX_CALLS", 3)
 
 # The provider configured from the conventional OpenAI variables (synced by `manage.py setup`).
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
@@ -244,12 +271,47 @@ OPENAI_MODEL = env_str("OPENAI_MODEL")
 # A reply whose row has not been touched for this long has lost its process (a live one flushes
 # at least every 5 flush intervals); the start-up check and the periodic sweep mark it interrupted.
 CHAT_ORPHAN_AFTER = timedelta(seconds=env_int("CHAT_ORPHAN_AFTER_SECONDS", 30))
-# Per-user limits on sending, checked in the send's transaction (so they hold across processes).
-# 0 turns a limit off.
+# Per-user limit on replies generating at once, checked in the send's transaction (so it holds
+# across processes); 0 turns it off. The request rate is limited per user and team below
+# (LIMIT_USER_REQUESTS_PER_MINUTE, usage/).
 CHAT_MAX_CONCURRENT_REPLIES = env_int("CHAT_MAX_CONCURRENT_REPLIES", 4)
-CHAT_SEND_RATE_LIMIT = env_int("CHAT_SEND_RATE_LIMIT", 20)
-CHAT_SEND_RATE_WINDOW = timedelta(seconds=env_int("CHAT_SEND_RATE_WINDOW_SECONDS", 60))
 # Daphne closes a websocket (code 1009) whose incoming message is larger than this, before the
 # app sees it: a bound on memory for anyone, signed in or not. Keep it above
 # CHAT_MAX_FRAME_BYTES, which the app answers with a readable error instead.
 CHAT_WEBSOCKET_MAX_MESSAGE_BYTES = env_int("CHAT_WEBSOCKET_MAX_MESSAGE_BYTES", 1024 * 1024)
+
+# --- The bundled local model (providers/localmodel/) --------------------------------------------
+# With no provider configured, scripts/run.sh also runs a small model on loopback so a fresh
+# install can chat at once. "off" never starts it; a configured provider makes it unnecessary.
+LOCAL_MODEL = env_str("LOCAL_MODEL", "auto").strip().lower()
+if LOCAL_MODEL in {"0", "false", "no", "off"}:
+    LOCAL_MODEL = "off"
+elif LOCAL_MODEL in {"", "1", "true", "yes", "on", "auto"}:
+    LOCAL_MODEL = "auto"
+else:
+    raise ImproperlyConfigured(f"LOCAL_MODEL must be auto or off, not {LOCAL_MODEL!r}")
+# 0: a free loopback port each run. The server never listens beyond 127.0.0.1.
+LOCAL_MODEL_PORT = env_int("LOCAL_MODEL_PORT", 0)
+LOCAL_MODEL_CONTEXT = env_int("LOCAL_MODEL_CONTEXT", 8192)
+LOCAL_MODEL_MAX_TOKENS = env_int("LOCAL_MODEL_MAX_TOKENS", 512)
+
+# --- Teams, usage and limits ----------------------------------------------------------------------
+# Staff may open other people's conversations for review (each view is written to the audit log).
+# Off by default: admins see usage, not content.
+USAGE_STAFF_CAN_READ_CONVERSATIONS = env_bool("USAGE_STAFF_CAN_READ_CONVERSATIONS", False)
+# Site defaults for limits nobody has set (0 = no limit). They apply to every user (over all their
+# usage) and every team (over the usage charged to it); staff and team admins override them.
+USAGE_DEFAULT_USER_LIMITS = {
+    "requests_per_minute": env_int("LIMIT_USER_REQUESTS_PER_MINUTE", 60),
+    "tokens_per_day": env_int("LIMIT_USER_TOKENS_PER_DAY", 0),
+    "tokens_per_month": env_int("LIMIT_USER_TOKENS_PER_MONTH", 0),
+    "cost_per_day": env_decimal("LIMIT_USER_COST_PER_DAY", "0"),
+    "cost_per_month": env_decimal("LIMIT_USER_COST_PER_MONTH", "0"),
+}
+USAGE_DEFAULT_TEAM_LIMITS = {
+    "requests_per_minute": env_int("LIMIT_TEAM_REQUESTS_PER_MINUTE", 0),
+    "tokens_per_day": env_int("LIMIT_TEAM_TOKENS_PER_DAY", 0),
+    "tokens_per_month": env_int("LIMIT_TEAM_TOKENS_PER_MONTH", 0),
+    "cost_per_day": env_decimal("LIMIT_TEAM_COST_PER_DAY", "0"),
+    "cost_per_month": env_decimal("LIMIT_TEAM_COST_PER_MONTH", "0"),
+}

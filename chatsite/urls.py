@@ -6,5 +6,8 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("teams/", include("teams.urls")),
+    path("usage/", include("usage.urls")),
     path("", include("conversations.urls")),
+    path("", include("sharing.urls")),
 ]

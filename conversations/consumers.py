@@ -20,13 +20,15 @@ from django.conf import settings
 
 from conversations import frames, selectors, services
 from conversations.errors import ChatError
-from conversations.generation import conversation_group, hub
+from conversations.generation import conversation_group, hub, user_group
 from conversations.sweeper import ensure_sweeper
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 T = TypeVar("T")
+# The account was deactivated while the socket was open: the page stops reconnecting.
+CLOSE_ACCESS_REVOKED = 4403
 
 
 def _parse_uuid(value: object) -> UUID | None:
@@ -46,19 +48,63 @@ def _off_loop(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
 
 @_off_loop
 def _send_message(
-    user: Any, conversation_id: UUID | None, content: object, client_id: UUID | None
+    user: Any,
+    conversation_id: UUID | None,
+    content: object,
+    client_id: UUID | None,
+    parent_id: object = None,
+    team: object = None,
 ) -> services.SendOutcome:
     return services.message_send(
-        user=user, conversation_id=conversation_id, content=content, client_id=client_id
+        user=user,
+        conversation_id=conversation_id,
+        content=content,
+        client_id=client_id,
+        parent_id=parent_id,
+        team=team,
     )
 
 
 @_off_loop
 def _send_frames(outcome: services.SendOutcome, new_chat: bool) -> tuple[dict | None, list[dict]]:
-    rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
+    if outcome.branched:
+        # The page showed another branch than the stored one: redraw it whole.
+        rendered = [
+            {**frames.thread_frame(outcome.conversation), "fresh": outcome.plan is not None}
+        ]
+    else:
+        rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
     # Also for a resend of a new chat's first message: that page does not know the id yet.
     created = frames.conversation_frame(outcome.conversation) if new_chat else None
     return created, rendered
+
+
+@_off_loop
+def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
+    """Run one tree service (edit, regenerate, continue, switch); the plan and the redrawn
+    branch."""
+    common = {
+        "user": user,
+        "conversation_id": conversation_id,
+        "message_id": frame.get("message"),
+        # The composer's "Charged to" choice, as for a send.
+        "team": frame.get("team"),
+    }
+    client_id = _parse_uuid(frame.get("client_id"))
+    plan = None
+    if action == "edit":
+        outcome = services.message_edit(**common, content=frame.get("content"), client_id=client_id)
+        conversation, plan = outcome.conversation, outcome.plan
+    elif action == "regenerate":
+        reply = services.message_regenerate(**common, client_id=client_id)
+        conversation, plan = reply.conversation, reply.plan
+    elif action == "continue":
+        reply = services.message_continue(**common, client_id=client_id)
+        conversation, plan = reply.conversation, reply.plan
+    else:
+        del common["team"]  # switching starts no call: nothing is charged
+        conversation = services.conversation_switch_branch(**common)
+    return plan, frames.thread_frame(conversation)
 
 
 @dataclass(frozen=True)
@@ -108,9 +154,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await hub.ensure_started()
         ensure_sweeper()
+        self.user_id = user.pk
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
 
+    async def user_revoked(self, event: dict) -> None:
+        """The user was deactivated: stop their replies here and close this socket."""
+        hub.stop_user(event["user"])
+        await self.close(code=CLOSE_ACCESS_REVOKED)
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "user_id", None) is not None:
+            await self.channel_layer.group_discard(user_group(self.user_id), self.channel_name)
         # The reply goes on without this socket; only stop sending to it.
         if self.conversation_id is not None:
             hub.unwatch(self.conversation_id, self)
@@ -157,6 +212,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "subscribe": self.on_subscribe,
             "send": self.on_send,
             "stop": self.on_stop,
+            "edit": self.on_tree_change,
+            "regenerate": self.on_tree_change,
+            "continue": self.on_tree_change,
+            "switch": self.on_tree_change,
         }.get(frame.get("type"))
         if handler is None:
             await self.send_error("Unknown frame type.", "bad_frame")
@@ -201,6 +260,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         generation = hub.get(conversation_id)
         if generation is not None:
             await self.send_frame(generation.resume_frame(message=held, seq=seq, for_remote=False))
+            if generation.status_frame is not None:
+                await self.send_frame(generation.status_frame)
         elif opened.streaming is not None:
             # Another process may be writing it: ask that one for exactly what is missing. A
             # page that holds part of this reply already keeps it rather than going back to
@@ -235,6 +296,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id,
             frame.get("content"),
             _parse_uuid(frame.get("client_id")),
+            frame.get("parent"),
+            frame.get("team"),
         )
         # The upstream request starts now, while the frames are rendered and sent; its tokens
         # wait until the page has the reply to add them to (announce below).
@@ -256,6 +319,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if generation is None and (running := hub.get(conversation_uuid)) is not None:
             # A resend of a message already answered: show the reply where it stands.
             await self.send_frame(running.snapshot_frame())
+
+    async def on_tree_change(self, frame: dict) -> None:
+        conversation_id = _parse_uuid(frame.get("conversation"))
+        if conversation_id is None:
+            raise ChatError("This conversation does not exist.", code="not_found")
+        plan, thread = await _change_tree(frame["type"], self.scope["user"], conversation_id, frame)
+        await self._show(conversation_id)
+        # Every page showing the conversation follows: the branch shown is the conversation's.
+        await hub.broadcast(
+            conversation_id,
+            {**thread, "client_id": frame.get("client_id"), "fresh": plan is not None},
+        )
+        if plan is not None:
+            await hub.start(plan)
 
     async def on_stop(self, frame: dict) -> None:
         conversation_id = _parse_uuid(frame.get("conversation"))

@@ -16,3 +16,8 @@ class ConversationNotFound(ChatError):
     # The same answer whether the conversation does not exist or belongs to someone else.
     def __init__(self) -> None:
         super().__init__("This conversation does not exist.", code="not_found")
+
+
+class MessageNotFound(ChatError):
+    def __init__(self) -> None:
+        super().__init__("This message does not exist.", code="not_found")

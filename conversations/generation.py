@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Protocol, TypeVar
 from uuid import UUID
 
@@ -24,10 +25,14 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from conversations import services
-from conversations.frames import reply_done_frame
+from conversations import selectors, services, summaries
+from conversations.errors import ChatError
+from conversations.frames import context_frame, reply_done_frame, title_frame
+from conversations.history import SummaryWork
 from conversations.models import Message
-from providers.client import stream_chat
+from conversations.titles import TitlePlan, clean_title, title_request
+from conversations.tokens import count_tokens, message_tokens
+from providers.client import ChatRequest, stream_chat
 from providers.events import (
     Finish,
     ReasoningDelta,
@@ -37,6 +42,8 @@ from providers.events import (
     UpstreamError,
     Usage,
 )
+from usage.meter import CallMeter
+from usage.services import related_call_context, usage_record_call
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +54,12 @@ ANNOUNCE_TIMEOUT = 10.0  # seconds
 # would otherwise queue every stream's flush behind every other (see PERF-NOTES).
 def db_write(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return database_sync_to_async(func, thread_sensitive=False)
+
+
+# Reads that need no shared transaction, likewise.
+db_read = db_write
+
+SUMMARIZING_TEXT = "Summarizing earlier messages…"
 
 
 class Subscriber(Protocol):
@@ -66,10 +79,14 @@ class _Outlet:
         generation: Generation,
         interval: float,
         send: Callable[[dict], Awaitable[None]],
+        schedule: Callable[[Coroutine[None, None, None]], None] | None = None,
     ) -> None:
         self.generation = generation
         self.interval = interval
         self.send = send
+        # How a delayed emit is run: by default as a task of its own; the remote outlet passes
+        # the hub's ordered outbox so that frames to other processes never overtake each other.
+        self._schedule = schedule or self._as_task
         self.sent = 0
         self._last_at = -interval
         self._timer: asyncio.TimerHandle | None = None
@@ -104,8 +121,11 @@ class _Outlet:
         self.emit_soon()
 
     def emit_soon(self) -> None:
+        self._schedule(self.emit())
+
+    def _as_task(self, emit: Coroutine[None, None, None]) -> None:
         # Kept so the task is not garbage-collected while it sends.
-        self._task = asyncio.ensure_future(self.emit())
+        self._task = asyncio.ensure_future(emit)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -134,12 +154,27 @@ class Generation:
         self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
         # Other processes get fewer, larger frames: each costs several Redis round trips.
         self.remote = (
-            _Outlet(self, settings.CHAT_REMOTE_FRAME_INTERVAL, self._send_remote)
+            _Outlet(
+                self,
+                settings.CHAT_REMOTE_FRAME_INTERVAL,
+                self._send_remote,
+                schedule=hub.publish_soon,
+            )
             if hub.cross_process
             else None
         )
         self._last_flush_at = 0.0
         self._flush_task: asyncio.Task[None] | None = None
+        # A "reply.status" frame while the reply waits on something other than its tokens
+        # (summarizing earlier messages), for sockets that join meanwhile.
+        self.status_frame: dict | None = None
+        self.estimated_prompt_tokens = plan.estimated_prompt_tokens
+        # Retries, time to first token and reported usage, for the call's usage record.
+        self.meter = CallMeter(plan.usage) if plan.usage is not None else None
+        if self.meter is not None:
+            self.meter.sent = False  # until the request goes out (see run)
+        # A summary call under way, recorded as stopped if the reply is stopped during it.
+        self._summary_meter: CallMeter | None = None
 
     # --- state -----------------------------------------------------------------------------
     def text_of(self, field: str, upto: int | None = None) -> str:
@@ -248,11 +283,18 @@ class Generation:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
-            # Not before the upstream request: it goes out first, the Redis round trip after.
-            joined = asyncio.ensure_future(self.hub.join_generation_group(self.conversation_id))
+            # Not before the upstream request: it goes out first, the Redis round trips after.
+            joined = asyncio.ensure_future(
+                self.hub.join_generation_group(self.conversation_id, self.plan.user_id)
+            )
+            request = await self._prepare()
+            if self.meter is not None:
+                self.meter.begin()
             # aclosing: on Stop the stream is closed at once, which closes the upstream request.
-            async with aclosing(stream_chat(self.plan.config, self.plan.request)) as events:
+            async with aclosing(stream_chat(self.plan.config, request)) as events:
                 async for event in events:
+                    if self.meter is not None:
+                        self.meter.observe(event)
                     if isinstance(event, TextDelta):
                         await self._append("content", event.text)
                     elif isinstance(event, ReasoningDelta):
@@ -275,17 +317,117 @@ class Generation:
                 task.uncancel()
             status = Message.Status.STOPPED
             finish_reason = "stopped"
+        except ChatError as exc:  # the request could not be built (told to the user as it is)
+            error = UpstreamError(kind="bad_request", message=exc.message)
         except Exception as exc:  # a bug must still leave the reply closed, not "streaming"
             logger.exception("generation for reply %s failed", self.reply_id)
             error = UpstreamError(kind="internal", message=f"Internal error: {type(exc).__name__}")
         finally:
             heartbeat.cancel()
+            self.status_frame = None
         await asyncio.gather(joined, return_exceptions=True)
         if error is not None:
             has_text = any(field == "content" for field, _ in self.parts)
             interrupted = has_text and error.kind in {"interrupted", "timeout", "stream_error"}
             status = Message.Status.INTERRUPTED if interrupted else Message.Status.ERROR
         await self._finish(status, finish_reason, error, usage, tool_calls)
+
+    async def _prepare(self) -> ChatRequest:
+        """The request to send: after writing the summaries the plan asks for, if any. Then
+        every page showing the conversation learns where the model's view of it begins."""
+        request = self.plan.request
+        if self.plan.summarize is not None:
+            request = await self._summarize(self.plan.summarize)
+        frame = await db_read(context_frame)(self.conversation_id, self.reply_id)
+        await self._wait_announced()
+        await self.hub.broadcast(self.conversation_id, frame)
+        return request
+
+    async def _wait_announced(self) -> None:
+        """Frames about the reply must not reach the pages before the reply itself. The socket
+        that started it announces it within milliseconds; should it never, they still go out."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                await self._announced.wait()
+
+    async def _summarize(self, work: SummaryWork) -> ChatRequest:
+        """Fold the turns that no longer fit into the summary, one call per step (each stored as
+        it arrives, so a later failure keeps the progress), then build the request around it.
+        A failed call falls back to leaving those turns out, and the reply says so."""
+        self.status_frame = {
+            "type": "reply.status",
+            "conversation": str(self.conversation_id),
+            "message": self.reply_id,
+            "status": "summarizing",
+            "text": SUMMARIZING_TEXT,
+        }
+        await self._wait_announced()
+        await self.hub.broadcast(self.conversation_id, self.status_frame)
+        summary_id = work.base_summary_id
+        failure = ""
+        for index, step in enumerate(work.steps):
+            previous, source = await db_read(selectors.summary_source)(
+                summary_id=summary_id, message_ids=step.message_ids
+            )
+            if not source:
+                continue
+            request = summaries.summary_request(
+                model=work.summarizer_name,
+                previous=previous,
+                messages=source,
+                max_tokens=work.max_tokens,
+                input_tokens=work.input_tokens,
+            )
+            meter = await self._summary_call_meter(work, index, request)
+            result = await summaries.write_summary(
+                work.config, request, observe=meter.observe if meter else None
+            )
+            call = None
+            if meter is not None:
+                call = meter.result(
+                    outcome="error" if result.error else "complete", completion_text=result.text
+                )
+            if result.error:
+                logger.warning("summary for reply %s failed: %s", self.reply_id, result.error)
+                failure = result.error
+                if call is not None:
+                    await db_write(usage_record_call)(call=call)
+                self._summary_meter = None
+                break
+            summary_id = await db_write(services.summary_store)(
+                work=work, step=step, previous_id=summary_id, result=result, call=call
+            )
+            self._summary_meter = None
+        self.status_frame = None
+        context = await db_write(services.reply_context_build)(
+            reply_id=self.reply_id, work=work, summary_id=summary_id, failure=failure
+        )
+        self.estimated_prompt_tokens = context.estimated_prompt_tokens
+        if self.meter is not None:
+            # The reply's own call is charged by the request it really sends.
+            self.meter.context = replace(
+                self.meter.context, estimated_prompt_tokens=context.estimated_prompt_tokens
+            )
+        return ChatRequest(
+            model=self.plan.request.model,
+            messages=context.messages,
+            params=self.plan.request.params,
+        )
+
+    async def _summary_call_meter(
+        self, work: SummaryWork, index: int, request: ChatRequest
+    ) -> CallMeter | None:
+        if self.plan.usage is None:
+            return None
+        context = await db_read(related_call_context)(
+            parent=self.plan.usage,
+            call_id=f"summary:{self.reply_id}:{index}",
+            kind="summary",
+            chat_model_id=work.summarizer_id,
+            estimated_prompt_tokens=sum(message_tokens(m["content"]) for m in request.messages),
+        )
+        self._summary_meter = CallMeter(context)
+        return self._summary_meter
 
     async def _finish(
         self,
@@ -298,11 +440,8 @@ class Generation:
         if self._flush_task is not None:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
-        # The end of the reply must not reach the pages before the reply itself. The socket that
-        # started it announces it within milliseconds; should it never, the end still goes out.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
-                await self._announced.wait()
+        # The end of the reply must not reach the pages before the reply itself.
+        await self._wait_announced()
         self.local.close()
         await self.local.emit()
         if self.remote is not None:
@@ -311,6 +450,24 @@ class Generation:
         content = self.text_of("content")
         if tool_calls is not None and tool_calls.calls:
             content += _describe_tool_calls(tool_calls)
+        if self._summary_meter is not None:
+            # Stopped (or failed) while a summary was being written: that call ends here too.
+            cut = self._summary_meter.result(
+                outcome="stopped" if status == Message.Status.STOPPED else "error",
+                error_kind="" if status == Message.Status.STOPPED else "internal",
+            )
+            self._summary_meter = None
+            try:
+                await db_write(usage_record_call)(call=cut)
+            except Exception:
+                logger.exception("could not record the summary call of reply %s", self.reply_id)
+        call = None
+        if self.meter is not None:
+            call = self.meter.result(
+                outcome=status,
+                error_kind=error.kind if error else "",
+                completion_text=self.text_of("content") + self.text_of("reasoning"),
+            )
         try:
             frame = await db_write(_close_reply)(
                 reply_id=self.reply_id,
@@ -321,6 +478,7 @@ class Generation:
                 error_kind=error.kind if error else "",
                 error=error.message if error else "",
                 usage=usage,
+                call=call,
             )
         except Exception:
             logger.exception("could not store the end of reply %s", self.reply_id)
@@ -331,7 +489,87 @@ class Generation:
             }
         finally:
             self.hub.forget(self)
+        # Before the pages hear the reply ended: the next message must see the correction.
+        await self._learn_from(usage)
         await self.hub.broadcast(self.conversation_id, frame)
+        if status == Message.Status.COMPLETE and self.plan.title is not None and content.strip():
+            # After the reply is shown and stored: the title never delays the answer.
+            self.hub.spawn(self._write_title(self.plan.title, content))
+
+    async def _write_title(self, plan: TitlePlan, answer: str) -> None:
+        request = title_request(plan, answer)
+        prompt = sum(message_tokens(m["content"]) for m in request.messages)
+        meter = None
+        if self.plan.usage is not None and plan.chat_model_id is not None:
+            # Charged like the reply it names: same user, team and conversation.
+            meter = CallMeter(
+                await db_read(related_call_context)(
+                    parent=self.plan.usage,
+                    call_id=f"title:{self.reply_id}",
+                    kind="title",
+                    chat_model_id=plan.chat_model_id,
+                    estimated_prompt_tokens=prompt,
+                )
+            )
+            meter.begin()
+        text = ""
+        usage: Usage | None = None
+        failed = ""
+        async with aclosing(stream_chat(plan.config, request)) as events:
+            async for event in events:
+                if meter is not None:
+                    meter.observe(event)
+                if isinstance(event, TextDelta):
+                    text += event.text
+                elif isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, UpstreamError):
+                    logger.info("no title for %s: %s", self.conversation_id, event.message)
+                    failed = event.kind
+        call = None
+        if meter is not None:
+            call = meter.result(
+                outcome="error" if failed else "complete", error_kind=failed, completion_text=text
+            )
+        if failed:
+            text = ""
+        reported = usage if usage is not None and usage.prompt_tokens is not None else None
+        frame = await db_write(_store_title)(
+            conversation_id=self.conversation_id,
+            user_id=self.plan.user_id,
+            title=clean_title(text),
+            chat_model_id=plan.chat_model_id,
+            model_name=plan.model,
+            prompt_tokens=reported.prompt_tokens if reported else prompt,
+            completion_tokens=(
+                reported.completion_tokens
+                if reported and reported.completion_tokens is not None
+                else count_tokens(text)
+            ),
+            estimated=reported is None,
+            call=call,
+        )
+        if frame is not None:
+            await self.hub.broadcast(self.conversation_id, frame)
+
+    async def _learn_from(self, usage: Usage | None) -> None:
+        """Correct the model's token estimate by what its provider counted for this prompt."""
+        if usage is None or not usage.prompt_tokens or self.plan.chat_model_id is None:
+            return
+        try:
+            await db_write(services.token_ratio_observe)(
+                chat_model_id=self.plan.chat_model_id,
+                estimated=self.estimated_prompt_tokens,
+                reported=usage.prompt_tokens,
+            )
+        except Exception:
+            logger.exception("could not record the token usage of reply %s", self.reply_id)
+
+
+def _store_title(**fields: object) -> dict | None:
+    """Sync: keep the title call's result; the frame that tells open pages, if it changed."""
+    conversation = services.conversation_title_generated(**fields)  # type: ignore[arg-type]
+    return None if conversation is None else title_frame(conversation)
 
 
 def _close_reply(**fields: object) -> dict:
@@ -343,12 +581,21 @@ def _describe_tool_calls(tool_calls: ToolCalls) -> str:
     # This product does not run tools; it shows what the model asked for.
     lines = ["", "", "**The model asked to call tools** (not run by this app):", ""]
     for call in tool_calls.calls:
-        lines.append(f"- `{call.name}` with arguments:")
+        lines.append(f"- `{call.name or 'unnamed tool'}` with arguments:")
         lines.append("")
         lines.append("  ```json")
-        lines.extend(f"  {line}" for line in (call.arguments or "{}").splitlines())
+        lines.extend(f"  {line}" for line in _readable_arguments(call.arguments).splitlines())
         lines.append("  ```")
     return "\n".join(lines)
+
+
+def _readable_arguments(arguments: str) -> str:
+    """Arguments indented when they are JSON; as the model wrote them when they are not."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    return json.dumps(parsed, indent=2, ensure_ascii=False)
 
 
 class ConversationHub:
@@ -369,6 +616,8 @@ class ConversationHub:
         self._reader: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[Awaitable[None]] | None = None
+        # Work that follows a generation (the title call); kept so tasks are not collected.
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- the channel layer -----------------------------------------------------------------
     @property
@@ -414,6 +663,9 @@ class ConversationHub:
                 logger.exception("handling %s from the channel layer failed", message.get("type"))
 
     async def _handle(self, message: dict) -> None:
+        if message["type"] == "user.revoked":
+            self.stop_user(message["user"])
+            return
         conversation_id = UUID(message["conversation"])
         generation = self._running.get(conversation_id)
         if generation is None:
@@ -424,9 +676,12 @@ class ConversationHub:
             frame = generation.resume_frame(
                 message=message.get("message"), seq=message.get("seq"), for_remote=True
             )
-            await self._layer.send(
-                message["reply_channel"], {"type": "chat.frame", "origin": "", "frame": frame}
-            )
+            for each in (frame, generation.status_frame):
+                if each is not None:
+                    await self._layer.send(
+                        message["reply_channel"],
+                        {"type": "chat.frame", "origin": "", "frame": each},
+                    )
 
     async def _publish_in_order(self) -> None:
         assert self._outbox is not None
@@ -441,6 +696,7 @@ class ConversationHub:
                 self._outbox.task_done()
 
     def publish_soon(self, send: Awaitable[None]) -> None:
+        """Queue a send to other processes; sends run one at a time, in order."""
         if self._outbox is not None:
             self._outbox.put_nowait(send)
         elif asyncio.iscoroutine(send):
@@ -512,10 +768,12 @@ class ConversationHub:
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
 
-    async def join_generation_group(self, conversation_id: UUID) -> None:
-        """Hear Stop and resume requests for this conversation from other processes."""
+    async def join_generation_group(self, conversation_id: UUID, user_id: int) -> None:
+        """Hear Stop and resume requests for this conversation from other processes, and that
+        the user was deactivated, from whichever process did it."""
         if self._layer is not None and self.channel_name is not None:
             await self._layer.group_add(generation_group(conversation_id), self.channel_name)
+            await self._layer.group_add(user_group(user_id), self.channel_name)
 
     def stop(self, conversation_id: UUID) -> bool:
         generation = self._running.get(conversation_id)
@@ -524,6 +782,24 @@ class ConversationHub:
         generation.stop_requested = True
         generation.task.cancel()
         return True
+
+    def stop_user(self, user_id: int) -> int:
+        """Stop every reply running here for this user (deactivated); safe from any thread."""
+        stopped = 0
+        for conversation_id, generation in list(self._running.items()):
+            if generation.plan.user_id != user_id or generation.task is None:
+                continue
+            loop = generation.task.get_loop()
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                stopped += self.stop(conversation_id)
+            else:
+                loop.call_soon_threadsafe(self.stop, conversation_id)
+                stopped += 1
+        return stopped
 
     def forget(self, generation: Generation) -> None:
         if self._running.get(generation.conversation_id) is generation:
@@ -534,10 +810,30 @@ class ConversationHub:
                     generation_group(generation.conversation_id), self.channel_name
                 )
             )
+            # The user group is left to expire (channels-redis group_expiry): a discard queued
+            # here could land after the next start's group_add and deafen a running reply, and
+            # a stale membership only delivers a message that finds nothing to stop.
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        """Run ``work`` as a task of its own; its failure is logged, never raised."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                logger.exception("background work after a reply failed")
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def wait_all(self) -> None:
-        """For tests and shutdown: wait until every running generation has ended."""
-        while tasks := [g.task for g in self._running.values() if g.task is not None]:
+        """For tests and shutdown: wait until every running generation (and what follows it,
+        such as a title) has ended."""
+        while tasks := [
+            *(g.task for g in self._running.values() if g.task is not None),
+            *self._background,
+        ]:
             await asyncio.gather(*tasks, return_exceptions=True)
         publisher, outbox = self._publisher, self._outbox
         running_here = publisher is not None and publisher.get_loop() is asyncio.get_running_loop()
@@ -551,6 +847,11 @@ def conversation_group(conversation_id: UUID) -> str:
 
 def generation_group(conversation_id: UUID) -> str:
     return f"gen.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of the user, and every process running a reply for them."""
+    return f"user.{user_id}"
 
 
 hub = ConversationHub()

@@ -27,6 +27,8 @@ from markdown_it.common.utils import escapeHtml
 from markdown_it.renderer import RendererHTML
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.texmath import texmath_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
@@ -119,6 +121,27 @@ def _strikethrough_close(
     return "</del>"
 
 
+def _math_inline(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: Any, env: dict[str, Any]
+) -> str:
+    # Math leaves the server as escaped TeX source in a marked span; static/js/chat.js typesets
+    # it with KaTeX (served from static/vendor). Without script it still reads as TeX.
+    return f'<span class="math-inline">{escapeHtml(tokens[idx].content)}</span>'
+
+
+def _math_display_inline(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: Any, env: dict[str, Any]
+) -> str:
+    # $$…$$ inside a paragraph: displayed, but a <div> may not sit inside a <p>.
+    return f'<span class="math-display">{escapeHtml(tokens[idx].content)}</span>'
+
+
+def _math_block(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: Any, env: dict[str, Any]
+) -> str:
+    return f'<div class="math-display">{escapeHtml(tokens[idx].content.strip())}</div>\n'
+
+
 def _table_align(state: StateCore) -> None:
     # markdown-it aligns cells with style="text-align:…", but style is never allowed through
     # the sanitizer (it can overlay the page), so turn it into the align attribute.
@@ -132,6 +155,20 @@ def _table_align(state: StateCore) -> None:
 def _build_markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
+    # $…$ and $$…$$, with Pandoc's rules against false positives ("$5 and $10" is not math);
+    # \(…\) and \[…\], which many models write, too.
+    md.use(
+        dollarmath_plugin,
+        allow_space=False,
+        allow_digits=False,
+        double_inline=True,
+        allow_labels=False,
+    )
+    md.use(texmath_plugin, delimiters="brackets")
+    md.add_render_rule("math_inline", _math_inline)
+    md.add_render_rule("math_inline_double", _math_display_inline)
+    md.add_render_rule("math_block", _math_block)
+    md.add_render_rule("math_block_eqno", _math_block)
     md.core.ruler.push("table_align", _table_align)
     md.add_render_rule("fence", _fence)
     md.add_render_rule("code_block", _code_block)
@@ -153,11 +190,18 @@ _ALLOWED_TAGS = {
 # classes, "hidden", modal overlays) would otherwise be reachable through any HTML that reaches
 # sanitize_html. Pygments emits only short token classes from STANDARD_TYPES.
 _CODE_CLASSES = {"codeblock", "highlight", *(c for c in STANDARD_TYPES.values() if c)}
+# The two math markers the page's script looks for (the TeX inside is plain escaped text).
+_MATH_CLASSES = {"math-inline", "math-display"}
 _CLEANER = nh3.Cleaner(
     tags=_ALLOWED_TAGS,
     clean_content_tags={"script", "style"},
     attributes={"a": {"href", "title"}, "div": {"data-lang"}},
-    allowed_classes={tag: _CODE_CLASSES for tag in ("span", "div", "code", "pre")},
+    allowed_classes={
+        "span": _CODE_CLASSES | _MATH_CLASSES,
+        "div": _CODE_CLASSES | {"math-display"},
+        "code": _CODE_CLASSES,
+        "pre": _CODE_CLASSES,
+    },
     tag_attribute_values={
         "th": {"align": {"left", "center", "right"}},
         "td": {"align": {"left", "center", "right"}},

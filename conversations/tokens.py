@@ -29,3 +29,11 @@ def count_tokens(text: str) -> int:
 
 def message_tokens(text: str) -> int:
     return count_tokens(text) + PER_MESSAGE_OVERHEAD
+
+
+def truncate_to_tokens(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` tokens (with a mark where it was cut)."""
+    tokens = _encoding().encode(text, disallowed_special=())
+    if len(tokens) <= limit:
+        return text
+    return _encoding().decode(tokens[: max(limit - 2, 0)]) + " […]"

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 
 import httpx
 
@@ -45,6 +46,7 @@ __all__ = [
     "ChatRequest",
     "ProviderConfig",
     "aclose_clients",
+    "check_chat",
     "check_connection",
     "get_client",
     "list_models",
@@ -246,3 +248,19 @@ async def check_connection(config: ProviderConfig) -> str:
         return f"Connected to {host}, but it lists no models."
     count = len(models)
     return f"Connected to {host}: {count} model{'s' if count != 1 else ''} available."
+
+
+async def check_chat(config: ProviderConfig, model: str) -> str:
+    """Ask ``model`` for a one-token reply, for providers without a /models list.
+
+    A plain-words success message, or ProviderRequestError with the provider's own words.
+    """
+    request = ChatRequest(
+        model=model, messages=[{"role": "user", "content": "Hi"}], params={"max_tokens": 1}
+    )
+    # One attempt: a connection check should report what happened, not hide it behind retries.
+    async with aclosing(stream_chat(replace(config, max_retries=0), request)) as events:
+        async for event in events:
+            if isinstance(event, UpstreamError):
+                raise ProviderRequestError(event.message, kind=event.kind, status=event.status)
+    return f"Connected to {host_of(config)}: the model {model} answered."

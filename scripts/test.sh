@@ -30,5 +30,7 @@ export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 # Test databases are created and dropped per run; a pool would hold connections to them open.
 export DATABASE_POOL=0
 export VAR_DIR=${VAR_DIR:-$(mktemp -d)}
+# Pages are tested as production serves them: through the hashed static manifest.
+.venv/bin/python manage.py collectstatic --noinput --verbosity 0
 # pytest exits 5 when no test ran, which fails this script as it should.
 exec .venv/bin/python -m pytest "$@"

@@ -69,3 +69,14 @@ def make_conversation(
         conversation.current_leaf = parent
         conversation.save(update_fields=["current_leaf"])
     return conversation
+
+
+def make_team(name: str, *, admins: tuple = (), members: tuple = (), **limits: object):
+    from teams.models import Membership, Team
+
+    team = Team.objects.create(name=name, **limits)
+    for user in admins:
+        Membership.objects.create(team=team, user=user, role=Membership.Role.ADMIN)
+    for user in members:
+        Membership.objects.create(team=team, user=user, role=Membership.Role.MEMBER)
+    return team

@@ -9,6 +9,7 @@ sends and the moment the client closes its connection.
     config = ProviderConfig(base_url=fake.base_url)
     ...
     fake.requests[-1].json["model"]; fake.wait_for_disconnect(2.0)
+    fake.responder = lambda body: Script.stream([...])  # answers from the request, queue first
 
 Command line (for benchmarks), serving the default script until killed:
 
@@ -24,7 +25,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -344,6 +345,7 @@ class FakeUpstream:
         self._models = list(models)
         self._api_key = api_key
         self._requests: list[RecordedRequest] = []
+        self._responder: Callable[[Any], Script | None] | None = None
         self._disconnects = 0
         self._connections: set[_Connection] = set()
         self._workers: set[asyncio.Future[None]] = set()
@@ -438,6 +440,18 @@ class FakeUpstream:
             self._default = script
 
     @property
+    def responder(self) -> Callable[[Any], Script | None] | None:
+        """Called with each chat request's parsed body when the queue is empty; the Script it
+        returns is the answer (None: the default). It runs on the server's thread."""
+        with self._lock:
+            return self._responder
+
+    @responder.setter
+    def responder(self, responder: Callable[[Any], Script | None] | None) -> None:
+        with self._lock:
+            self._responder = responder
+
+    @property
     def models(self) -> list[str]:
         with self._lock:
             return list(self._models)
@@ -469,6 +483,7 @@ class FakeUpstream:
             self._generation += 1
             self._default, models, self._api_key = self._initial
             self._models = list(models)
+            self._responder = None
 
     # -- observation -------------------------------------------------------------------
 
@@ -510,12 +525,15 @@ class FakeUpstream:
             self._requests.append(request)
             self._changed.notify_all()
 
-    def _next_script(self, route: str) -> Script | None:
+    def _next_script(self, route: str, body: Any = None) -> Script | None:
         with self._lock:
             queue = self._queues[route]
             if queue:
                 return queue.popleft()
-            return self._default if route == "chat" else None
+            if route != "chat":
+                return None
+            responder, default = self._responder, self._default
+        return (responder(body) if responder is not None else None) or default
 
     # -- answering (server thread) -----------------------------------------------------
 
@@ -549,7 +567,7 @@ class FakeUpstream:
             )
             return
         if path.endswith("/chat/completions") and method == "POST":
-            script = self._next_script("chat")
+            script = self._next_script("chat", parsed)
             stream = isinstance(parsed, dict) and parsed.get("stream") is True
             assert script is not None
             await self._send(conn, script, stream=stream)

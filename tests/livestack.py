@@ -50,7 +50,8 @@ class Daphne:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env}
+        # No title calls (one more upstream request after a first exchange) unless asked for.
+        self.env = {**os.environ, "CHAT_GENERATED_TITLES": "0", **env}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -6,52 +6,104 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Provider',
+            name="Provider",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('base_url', models.URLField(help_text='Up to and including the version, e.g. https://api.openai.com/v1', max_length=500)),
-                ('api_key', models.CharField(blank=True, max_length=500)),
-                ('extra_headers', models.JSONField(blank=True, default=dict)),
-                ('enabled', models.BooleanField(default=True)),
-                ('source', models.CharField(choices=[('admin', 'Added by an admin'), ('env', 'From OPENAI_* environment variables')], default='admin', max_length=10)),
-                ('connect_timeout', models.FloatField(default=10.0)),
-                ('first_byte_timeout', models.FloatField(default=60.0)),
-                ('idle_timeout', models.FloatField(default=60.0)),
-                ('total_timeout', models.FloatField(default=600.0)),
-                ('max_retries', models.PositiveSmallIntegerField(default=2)),
-                ('include_usage', models.BooleanField(default=True, help_text='Ask for usage in the stream (stream_options.include_usage).')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "base_url",
+                    models.URLField(
+                        help_text="Up to and including the version, e.g. https://api.openai.com/v1",
+                        max_length=500,
+                    ),
+                ),
+                ("api_key", models.CharField(blank=True, max_length=500)),
+                ("extra_headers", models.JSONField(blank=True, default=dict)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("admin", "Added by an admin"),
+                            ("env", "From OPENAI_* environment variables"),
+                        ],
+                        default="admin",
+                        max_length=10,
+                    ),
+                ),
+                ("connect_timeout", models.FloatField(default=10.0)),
+                ("first_byte_timeout", models.FloatField(default=60.0)),
+                ("idle_timeout", models.FloatField(default=60.0)),
+                ("total_timeout", models.FloatField(default=600.0)),
+                ("max_retries", models.PositiveSmallIntegerField(default=2)),
+                (
+                    "include_usage",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Ask for usage in the stream (stream_options.include_usage).",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ChatModel',
+            name="ChatModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='The model id the provider expects.', max_length=200)),
-                ('display_name', models.CharField(blank=True, max_length=200)),
-                ('context_window', models.PositiveIntegerField(default=8192)),
-                ('max_output_tokens', models.PositiveIntegerField(default=1024)),
-                ('enabled', models.BooleanField(default=True)),
-                ('is_default', models.BooleanField(default=False, help_text='Used for new conversations when the user picks nothing.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('provider', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='models', to='providers.provider')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The model id the provider expects.", max_length=200
+                    ),
+                ),
+                ("display_name", models.CharField(blank=True, max_length=200)),
+                ("context_window", models.PositiveIntegerField(default=8192)),
+                ("max_output_tokens", models.PositiveIntegerField(default=1024)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "is_default",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Used for new conversations when the user picks nothing.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "provider",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="models",
+                        to="providers.provider",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['provider__name', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'name'), name='unique_model_per_provider')],
+                "ordering": ["provider__name", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "name"), name="unique_model_per_provider"
+                    )
+                ],
             },
         ),
     ]

@@ -114,6 +114,9 @@ def _environment(database_url: str, var_dir: Path, upstream_url: str) -> dict[st
         DJANGO_SUPERUSER_USERNAME=ADMIN[0],
         DJANGO_SUPERUSER_PASSWORD=ADMIN[1],
         PYTHONUNBUFFERED="1",
+        # A title call after each first exchange would take fake-upstream scripts queued for
+        # the next reply; titles are tested in tests/conversations.
+        CHAT_GENERATED_TITLES="0",
     )
     return env
 

@@ -65,6 +65,8 @@ async def test_send_streams_the_reply_and_stores_both_messages(alice, chat_model
 
     kinds = [frame["type"] for frame in frames]
     assert kinds[0] == "conversation"
+    # A new chat gets its Rename and Delete controls without a reload.
+    assert "Rename" in frames[0]["header_html"] and "Delete" in frames[0]["header_html"]
     assert kinds.count("message") == 2
     assert "reply.delta" in kinds
     assert streamed_text(frames) == "The answer is 42."
@@ -313,6 +315,40 @@ async def test_provider_errors_show_the_providers_message_and_never_the_key(
     reply = (await db(_messages)(frames[0]["conversation"]))[-1]
     assert reply.status == "error" and expected in reply.error
     assert "sk-test-secret-key" not in reply.error
+
+
+async def test_a_rate_limit_with_a_long_retry_after_fails_at_once_with_the_wait(
+    alice, chat_model, fake_upstream
+):
+    fake_upstream.enqueue(
+        Script.error(
+            429,
+            {"error": {"message": "Rate limit reached for requests", "type": "requests"}},
+            headers={"Retry-After": "120"},
+        )
+    )
+    communicator, _ = await open_socket(alice)
+    await _send(communicator, "Hi")
+    frames = await receive_until(communicator, "reply.done")
+    await communicator.disconnect()
+    await settle()
+    reply = (await db(_messages)(frames[0]["conversation"]))[-1]
+    assert reply.status == "error" and reply.error_kind == "rate_limit"
+    assert "Rate limit reached" in reply.error and "120" in reply.error
+    assert len(fake_upstream.requests) == 1  # not retried: the wait is beyond the cap
+
+
+async def test_an_upstream_that_never_answers_times_out_with_a_message(alice, fake_upstream):
+    await db(make_chat_model)(fake_upstream.base_url, first_byte_timeout=0.3, max_retries=0)
+    fake_upstream.enqueue(Script.hang())
+    communicator, _ = await open_socket(alice)
+    await _send(communicator, "Hi")
+    frames = await receive_until(communicator, "reply.done")
+    await communicator.disconnect()
+    await settle()
+    reply = (await db(_messages)(frames[0]["conversation"]))[-1]
+    assert (reply.status, reply.error_kind) == ("error", "timeout")
+    assert reply.error
 
 
 async def test_connection_refused_is_reported_in_the_conversation(alice):

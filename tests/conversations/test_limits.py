@@ -117,9 +117,19 @@ def test_other_users_do_not_count_against_the_limit(alice, chat_model, settings)
     assert _send(bob, "his").plan is not None
 
 
+def _rate(settings, per_minute: int) -> None:
+    # The request rate is the usage app's (LIMIT_USER_REQUESTS_PER_MINUTE), one mechanism for
+    # every reply path.
+    settings.USAGE_DEFAULT_USER_LIMITS = {
+        **settings.USAGE_DEFAULT_USER_LIMITS,
+        "requests_per_minute": per_minute,
+    }
+
+
 def test_the_send_rate_says_when_to_try_again_and_stores_nothing(alice, chat_model, settings):
-    settings.CHAT_SEND_RATE_LIMIT = 3
-    settings.CHAT_SEND_RATE_WINDOW = timedelta(seconds=60)
+    from usage.models import UsageRecord, UsageReservation
+
+    _rate(settings, 3)
     sent = []
     for index in range(3):
         outcome = _send(alice, f"message {index}")
@@ -130,23 +140,20 @@ def test_the_send_rate_says_when_to_try_again_and_stores_nothing(alice, chat_mod
     with pytest.raises(ChatError) as caught:
         _send(alice, "one too many", conversation_id=sent[0].conversation.id)
     assert caught.value.code == "rate_limited"
-    assert "3 messages in the last 60 seconds" in caught.value.message
-    wait = int(caught.value.message.split("Try again in ")[1].split(" second")[0])
-    assert 1 <= wait <= 60
+    assert "3 requests per minute" in caught.value.message
+    assert "You can send again in" in caught.value.message
     assert "still in the box" in caught.value.message
     assert Message.objects.count() == before
 
-    # Once the oldest of them leaves the window, there is room for one more.
-    Message.objects.filter(id=sent[0].user_message.id).update(
-        created_at=timezone.now() - timedelta(seconds=61)
-    )
+    # Once the requests leave the window, there is room again.
+    past = timezone.now() - timedelta(seconds=61)
+    UsageReservation.objects.update(created_at=past)
+    UsageRecord.objects.update(started_at=past)
     assert _send(alice, "now it fits", conversation_id=sent[0].conversation.id).plan is not None
-    with pytest.raises(ChatError):
-        _send(alice, "but not another")
 
 
 def test_the_send_rate_holds_when_sends_race(alice, chat_model, settings):
-    settings.CHAT_SEND_RATE_LIMIT = 3
+    _rate(settings, 3)
     settings.CHAT_MAX_CONCURRENT_REPLIES = 0
     results = _race(6, lambda: _send(alice, "racing"))
     assert sum(isinstance(r, services.SendOutcome) for r in results) == 3, results
@@ -156,10 +163,49 @@ def test_the_send_rate_holds_when_sends_race(alice, chat_model, settings):
 
 def test_limits_of_zero_are_off(alice, chat_model, settings):
     settings.CHAT_MAX_CONCURRENT_REPLIES = 0
-    settings.CHAT_SEND_RATE_LIMIT = 0
+    _rate(settings, 0)
     for index in range(25):
         _send(alice, f"message {index}")
     assert Message.objects.filter(status=Message.Status.STREAMING).count() == 25
+
+
+@pytest.mark.parametrize("action", ["edit", "regenerate", "continue"])
+def test_every_reply_path_counts_against_the_concurrency_limit(alice, chat_model, settings, action):
+    settings.CHAT_MAX_CONCURRENT_REPLIES = 1
+    first = _send(alice, "one")
+    _finish(first)
+    if action == "continue":
+        Message.objects.filter(id=first.reply.id).update(finish_reason="length")
+    _send(alice, "streaming elsewhere")  # a second conversation, its reply still streaming
+    before = Message.objects.count()
+    common = {"user": alice, "conversation_id": first.conversation.id}
+    client_id = uuid.uuid4()
+
+    def start():
+        if action == "edit":
+            return services.message_edit(
+                **common, message_id=first.user_message.id, content="edited", client_id=client_id
+            )
+        if action == "regenerate":
+            return services.message_regenerate(
+                **common, message_id=first.reply.id, client_id=client_id
+            )
+        return services.message_continue(**common, message_id=first.reply.id, client_id=client_id)
+
+    with pytest.raises(ChatError) as caught:
+        start()
+    assert caught.value.code == "too_many_replies"
+    assert Message.objects.count() == before
+
+    # Room again: it starts; sent again (a page that lost the answer), it is answered with the
+    # stored reply, never refused, although the limit is reached now.
+    Message.objects.filter(status=Message.Status.STREAMING).update(status=Message.Status.COMPLETE)
+    started = start()
+    assert started.plan is not None
+    again = start()
+    assert again.plan is None
+    assert again.conversation.id == first.conversation.id
+    assert Message.objects.filter(status=Message.Status.STREAMING).count() == 1
 
 
 def test_a_resent_first_message_does_not_start_a_second_conversation(alice, chat_model):

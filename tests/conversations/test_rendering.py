@@ -364,3 +364,64 @@ def test_pygments_css_is_scoped_and_has_both_themes() -> None:
 def test_static_stylesheet_is_up_to_date() -> None:
     path = Path(__file__).resolve().parents[2] / "static" / "css" / "pygments.css"
     assert path.read_text() == pygments_css(), "regenerate: python -m conversations.rendering"
+
+
+# -- Math ----------------------------------------------------------------------------------
+# The server leaves math as escaped TeX in a marked element; the page typesets it with KaTeX.
+
+
+def test_dollar_math_is_marked_for_the_page_to_typeset() -> None:
+    html = render_markdown("Euler: $e^{i\\pi}+1=0$.\n\n$$\n\\int_0^1 x\\,dx\n$$\n")
+    parsed = assert_inert(html)
+    assert parsed.find("span") == [{"class": "math-inline"}]
+    assert parsed.find("div") == [{"class": "math-display"}]
+    assert "e^{i\\pi}+1=0" in html and "\\int_0^1 x\\,dx" in html
+
+
+def test_bracket_math_and_inline_display_math() -> None:
+    html = render_markdown("Area \\(\\pi r^2\\) and $$x_1$$ here")
+    parsed = assert_inert(html)
+    assert [a["class"] for a in parsed.find("span")] == ["math-inline", "math-display"]
+    # A <div> never ends up inside a <p>.
+    assert "div" not in parsed.tags()
+    block = assert_inert(render_markdown("Pythagoras:\n\n\\[\na^2 + b^2 = c^2\n\\]\n"))
+    assert block.find("div") == [{"class": "math-display"}]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "It costs $5 and $10 today.",
+        "Between $ 1 $ and $2",
+        "Shell: `echo $HOME$PATH`",
+        "```\n$x$\n```",
+    ],
+)
+def test_dollars_that_are_not_math_stay_text(source: str) -> None:
+    assert "math-" not in render_markdown(source)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "$<script>alert(1)</script>$",
+        "$$\n</div><img src=x onerror=alert(1)>\n$$",
+        '$\\href{javascript:alert(1)}{x}$ and \\(<a href="javascript:alert(2)">y</a>\\)',
+        '<span class="math-inline">\\htmlClass{fixed}{x}</span>',
+        '$x$<div class="math-display" hx-get="/admin/" hx-trigger="load">y</div>',
+    ],
+)
+def test_hostile_math_renders_inert(source: str) -> None:
+    html = render_markdown(source)
+    parsed = assert_inert(html)
+    assert not {"script", "img", "a"} & set(parsed.tags())
+    assert "<script" not in html and "<img" not in html
+
+
+def test_sanitizer_allows_the_math_classes_only_where_they_belong() -> None:
+    assert sanitize_html('<span class="math-inline math-display">x</span>') == (
+        '<span class="math-inline math-display">x</span>'
+    )
+    assert "math" not in sanitize_html('<div class="math-inline">x</div>')
+    assert "math" not in sanitize_html('<code class="math-display">x</code>')
+    assert "math" not in sanitize_html('<p class="math-display">x</p>')

@@ -4,8 +4,9 @@ Every case of ../shared/wire-captures/recorded.json is replayed byte for byte (s
 chunks, status and headers) through the fake upstream and the real client, and compared with
 the case's `expect`. The same bodies are also decoded offline one byte at a time.
 
-QUIRKS adds transcripts for what the five providers in ../shared/provider-docs document and
-recorded.json does not cover.
+QUIRKS and MORE_QUIRKS add transcripts for what the five providers in ../shared/provider-docs
+document and recorded.json does not cover, and SYSTEMS runs each of the seven systems of the
+issue through its preset (providers/presets.py): the request it receives and its answers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from providers.events import (
     UpstreamError,
     Usage,
 )
+from providers.params import request_params
+from providers.presets import PRESETS
 from providers.sse import SSEDecoder
 from tests.fake_upstream import FakeUpstream, Script
 
@@ -451,3 +454,316 @@ async def test_provider_quirk(
     assert_matches(summary, expected)
     assert summary["retries"] == expected["retries"]
     assert len(fake_upstream.requests) == expected["requests"]
+
+
+# -- the rest of "what the client must get right", as transcripts ---------------------------
+
+# A hand-cut stream exercising the SSE grammar through the client: a comment, retry/id/event
+# fields, a blank data line, a UTF-8 character split between two network chunks, and one event
+# carried by two data lines (joined with a newline, which JSON reads as whitespace).
+_CAFE = "Café".encode()
+SSE_GRAMMAR_CHUNKS = [
+    b": keep-alive\r\n\r\n",
+    b"retry: 3000\r\nid: 1\r\nevent: message\r\n"
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\r\n\r\n',
+    b"data:\r\n\r\n",
+    b'data: {"choices":[{"index":0,"delta":{"content":"' + _CAFE[:-1],
+    _CAFE[-1:] + b'"}}]}\n\n',
+    b'data: {"choices":[{"index":0,\ndata: "delta":{"content":" ok"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+COMPLETION = {
+    "id": "chatcmpl-json",
+    "object": "chat.completion",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "One body, no stream."},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+}
+
+MORE_QUIRKS = [
+    pytest.param(
+        200,
+        SSE,
+        SSE_GRAMMAR_CHUNKS,
+        expect("Café ok"),
+        id="sse-grammar-comment-fields-blank-data-split-utf8-multiline-data",
+    ),
+    pytest.param(
+        200,
+        JSON,
+        [json.dumps(COMPLETION).encode()],
+        expect("One body, no stream.", usage=usage(9, 5)),
+        id="provider-ignores-stream-true-answers-one-json-body",
+    ),
+    pytest.param(
+        200,
+        SSE,
+        sse(
+            delta(None, role="assistant"),
+            delta([{"type": "text", "text": "Typed "}, {"type": "text", "text": "parts"}]),
+            delta(finish="stop"),
+        ),
+        expect("Typed parts"),
+        id="content-as-a-list-of-typed-parts-and-no-usage-at-all",
+    ),
+    pytest.param(
+        200,
+        SSE,
+        sse(
+            delta("Counted"),
+            delta(" once", usage=usage(4, 2)),
+            delta(finish="stop", usage=usage(4, 2)),
+            usage_chunk(4, 2) | {"x_groq": {"usage": usage(4, 2)}},
+        ),
+        expect("Counted once", usage=usage(4, 2)),
+        id="usage-repeated-in-several-places-counted-once",
+    ),
+    pytest.param(
+        500,
+        {"content-type": "text/plain"},
+        [b"upstream exploded"],
+        expect(
+            "Hello, world!", usage=usage(10, 4), retries=1, requests=2
+        ),  # a 5xx before the first token is retried; the fake's default answers the retry
+        id="http-500-plain-text-retried",
+    ),
+    pytest.param(
+        401,
+        {"content-type": "text/html"},
+        [b"<html><head><title>401</title></head><body><h1>Unauthorized</h1></body></html>"],
+        expect(
+            finish_reason=None,
+            error={"status": 401, "kind": "auth", "message_substring": "Unauthorized"},
+        ),
+        id="http-401-html-body",
+    ),
+    pytest.param(
+        404,
+        {},
+        [],
+        expect(
+            finish_reason=None,
+            error={"status": 404, "kind": "not_found", "message_substring": "empty body"},
+        ),
+        id="http-404-empty-body",
+    ),
+    pytest.param(
+        200,
+        JSON,
+        [
+            json.dumps(
+                {"error": {"message": "Invalid API key", "type": "authentication_error"}}
+            ).encode()
+        ],
+        expect(
+            finish_reason=None,
+            error={"status": 200, "kind": "auth", "message_substring": "Invalid API key"},
+        ),
+        id="http-200-whose-json-body-is-an-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "chunks", "expected"), MORE_QUIRKS)
+async def test_more_quirks(
+    fake_upstream: FakeUpstream,
+    status: int,
+    headers: dict[str, str],
+    chunks: list[bytes],
+    expected: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("providers.client.backoff_delay", lambda retry: 0.0)
+    await test_provider_quirk(fake_upstream, status, headers, chunks, expected)
+
+
+# -- the seven systems of the issue, configured from their presets ----------------------------
+#
+# Each system's preset sets up the client (whether to ask for usage in the stream, timeouts) and
+# says which parameters its model accepts; the request the fake upstream recorded shows that what
+# the system adds reaches it, and its transcript shows that its answers are understood.
+
+OPENAI_CHUNK = {"id": "chatcmpl-o", "object": "chat.completion.chunk", "model": "gpt-4.1-mini"}
+
+
+def openai_delta(content: str | None = None, finish: str | None = None, **d: Any) -> dict:
+    body = dict(d)
+    if content is not None:
+        body["content"] = content
+    # With include_usage, OpenAI puts "usage": null on every chunk, then a last chunk with
+    # empty choices and the usage.
+    return OPENAI_CHUNK | {
+        "choices": [{"index": 0, "delta": body, "finish_reason": finish}],
+        "usage": None,
+    }
+
+
+SYSTEMS = [
+    pytest.param(
+        "asi-cloud",
+        {"temperature": 0.7, "top_k": 5},  # top_k is not among ASI Cloud's: not sent
+        sse(
+            delta("", role="assistant"),
+            delta("Three gift ideas"),
+            delta(": a book."),
+            delta(finish="stop"),
+            usage_chunk(25, 6),
+        ),
+        expect("Three gift ideas: a book.", usage=usage(25, 6)),
+        {"temperature": 0.7, "max_tokens": 200},
+        id="asi-cloud-plain-chat-with-system-prompt",
+    ),
+    pytest.param(
+        "gateway",
+        {"top_k": 40, "frequency_penalty": 0.5, "presence_penalty": -0.5, "stop": ["\n\n"]},
+        sse(delta("", role="assistant"), delta("Hello!"), delta(finish="stop"), usage_chunk(12, 2)),
+        expect("Hello!", usage=usage(12, 2)),
+        {
+            "top_k": 40,
+            "frequency_penalty": 0.5,
+            "presence_penalty": -0.5,
+            "stop": ["\n\n"],
+            "max_tokens": 200,
+        },
+        id="gateway-top-k-penalties-stop",
+    ),
+    pytest.param(
+        "asi1-mini",
+        {"temperature": 0.2},
+        sse(
+            {"id": "a", "model": "asi1-mini", "thought": "Giraffes: keep it short."},
+            delta("Giraffes are tall.", role="assistant"),
+            delta(finish="stop", stop_reason="stop"),
+        ),
+        expect("Giraffes are tall.", "Giraffes: keep it short."),
+        {"temperature": 0.2, "max_tokens": 200},
+        id="asi1-mini-thought-and-stop-reason",
+    ),
+    pytest.param(
+        "siati",
+        {"seed": 42, "json_mode": True},
+        sse(
+            delta(
+                None,
+                role="assistant",
+                tool_calls=[
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"q":'},
+                    }
+                ],
+            ),
+            delta(tool_calls=[{"index": 0, "function": {"arguments": '"nFADP"}'}}]),
+            delta(finish="tool_calls"),
+        ),
+        expect(
+            finish_reason="tool_calls",
+            tool_calls=[tool("call_1", "lookup", '{"q":"nFADP"}')],
+        ),
+        {"seed": 42, "response_format": {"type": "json_object"}, "max_tokens": 200},
+        id="siati-seed-json-mode-tool-calls",
+    ),
+    pytest.param(
+        "t-cloud",
+        {},
+        sse(
+            {"id": "", "choices": [], "created": 0, "model": ""},
+            delta("", role="assistant"),
+            delta("Guten Tag."),
+            {"id": "x", "choices": []},
+            delta(finish="stop"),
+            usage_chunk(30, 3),
+        ),
+        expect("Guten Tag.", usage=usage(30, 3)),
+        {"max_tokens": 200},
+        id="t-cloud-empty-choices-usage-in-stream",
+    ),
+    pytest.param(
+        "local",
+        {"top_k": 20, "seed": 1},
+        sse(
+            delta(None, role="assistant"),
+            delta("<think>Short"),
+            delta(" answer.</think>"),
+            delta("Olá!"),
+            delta(finish="length"),
+            done=False,
+        ),
+        expect("Olá!", "Short answer.", finish_reason="length"),
+        {"top_k": 20, "seed": 1, "max_tokens": 200},
+        id="local-think-tags-length-no-done",
+    ),
+    pytest.param(
+        "openai",
+        {"temperature": 1.0},
+        sse(
+            openai_delta("", role="assistant", refusal=None),
+            openai_delta("Hi"),
+            openai_delta(" there."),
+            openai_delta(finish="stop"),
+            OPENAI_CHUNK | {"choices": [], "usage": usage(11, 3)},
+        ),
+        expect("Hi there.", usage=usage(11, 3)),
+        {"temperature": 1.0, "max_tokens": 200},
+        id="openai-include-usage-null-usage-on-every-chunk",
+    ),
+]
+
+
+@pytest.mark.parametrize(("preset_key", "chosen", "chunks", "expected", "sent_params"), SYSTEMS)
+async def test_each_system_through_its_preset(
+    fake_upstream: FakeUpstream,
+    preset_key: str,
+    chosen: dict[str, Any],
+    chunks: list[bytes],
+    expected: dict[str, Any],
+    sent_params: dict[str, Any],
+) -> None:
+    preset = PRESETS[preset_key]
+    model = preset.models[0] if preset.models else preset.fetched
+    fake_upstream.enqueue(Script.raw(headers=SSE, chunks=chunks))
+    config = ProviderConfig(
+        base_url=fake_upstream.base_url,
+        api_key="sk-system",
+        include_usage=preset.include_usage,
+        connect_timeout=preset.connect_timeout,
+        first_byte_timeout=min(preset.first_byte_timeout, 5),
+        idle_timeout=min(preset.idle_timeout, 5),
+        total_timeout=min(preset.total_timeout, 20),
+    )
+    request = ChatRequest(
+        model=model.name or "local-model",
+        messages=[
+            {"role": "system", "content": "You are brief."},
+            {"role": "user", "content": "Hello"},
+        ],
+        params=request_params(
+            defaults={},
+            chosen=chosen,
+            accepted=model.accepted_params,
+            json_mode_allowed=model.accepts_json_mode,
+            max_tokens=200,
+            max_tokens_key=model.max_tokens_param,
+        ),
+    )
+    async with aclosing(stream_chat(config, request)) as stream:
+        events = [event async for event in stream]
+    assert_matches(summarize(events), expected)
+
+    [sent] = fake_upstream.requests
+    body = dict(sent.json)
+    assert body.pop("messages")[0] == {"role": "system", "content": "You are brief."}
+    assert body.pop("model") == request.model
+    assert body.pop("stream") is True
+    # Every preset asks for usage in the stream (the client stops asking a server that refuses).
+    assert body.pop("stream_options") == {"include_usage": True}
+    assert body == sent_params
