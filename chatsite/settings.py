@@ -133,7 +133,17 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py's 5 s default equals channels-redis's 5 s blocking read, so
+                        # a quiet channel's read failed with a timeout (the socket: code 1011).
+                        "socket_timeout": env_int("CHANNEL_REDIS_SOCKET_TIMEOUT", 30),
+                        "socket_connect_timeout": 5,
+                        # redis-py refuses the 101st connection by default (MaxConnectionsError).
+                        "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000),
+                    }
+                ],
                 # channels-redis drops group messages silently above capacity (default 100).
                 "capacity": env_int("CHANNEL_CAPACITY", 2000),
                 "expiry": 60,
@@ -261,6 +271,14 @@ OPENAI_MODEL = env_str("OPENAI_MODEL")
 # A reply whose row has not been touched for this long has lost its process (a live one flushes
 # at least every 5 flush intervals); the start-up check and the periodic sweep mark it interrupted.
 CHAT_ORPHAN_AFTER = timedelta(seconds=env_int("CHAT_ORPHAN_AFTER_SECONDS", 30))
+# Per-user limit on replies generating at once, checked in the send's transaction (so it holds
+# across processes); 0 turns it off. The request rate is limited per user and team below
+# (LIMIT_USER_REQUESTS_PER_MINUTE, usage/).
+CHAT_MAX_CONCURRENT_REPLIES = env_int("CHAT_MAX_CONCURRENT_REPLIES", 4)
+# Daphne closes a websocket (code 1009) whose incoming message is larger than this, before the
+# app sees it: a bound on memory for anyone, signed in or not. Keep it above
+# CHAT_MAX_FRAME_BYTES, which the app answers with a readable error instead.
+CHAT_WEBSOCKET_MAX_MESSAGE_BYTES = env_int("CHAT_WEBSOCKET_MAX_MESSAGE_BYTES", 1024 * 1024)
 
 # --- The bundled local model (providers/localmodel/) --------------------------------------------
 # With no provider configured, scripts/run.sh also runs a small model on loopback so a fresh

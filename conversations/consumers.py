@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from uuid import UUID
 
 from channels.db import database_sync_to_async
@@ -24,6 +26,7 @@ from conversations.sweeper import ensure_sweeper
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+T = TypeVar("T")
 # The account was deactivated while the socket was open: the page stops reconnecting.
 CLOSE_ACCESS_REVOKED = 4403
 
@@ -37,7 +40,13 @@ def _parse_uuid(value: object) -> UUID | None:
         return None
 
 
-@database_sync_to_async
+# Each call is one short transaction of its own, so none needs the single "thread-sensitive"
+# thread, which would queue every socket's sends behind each other (see PERF-NOTES).
+def _off_loop(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+@_off_loop
 def _send_message(
     user: Any,
     conversation_id: UUID | None,
@@ -45,8 +54,8 @@ def _send_message(
     client_id: UUID | None,
     parent_id: object = None,
     team: object = None,
-):
-    outcome = services.message_send(
+) -> services.SendOutcome:
+    return services.message_send(
         user=user,
         conversation_id=conversation_id,
         content=content,
@@ -54,6 +63,10 @@ def _send_message(
         parent_id=parent_id,
         team=team,
     )
+
+
+@_off_loop
+def _send_frames(outcome: services.SendOutcome, new_chat: bool) -> tuple[dict | None, list[dict]]:
     if outcome.branched:
         # The page showed another branch than the stored one: redraw it whole.
         rendered = [
@@ -61,13 +74,12 @@ def _send_message(
         ]
     else:
         rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
-    created = (
-        frames.conversation_frame(outcome.conversation) if outcome.created_conversation else None
-    )
-    return outcome, created, rendered
+    # Also for a resend of a new chat's first message: that page does not know the id yet.
+    created = frames.conversation_frame(outcome.conversation) if new_chat else None
+    return created, rendered
 
 
-@database_sync_to_async
+@_off_loop
 def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
     """Run one tree service (edit, regenerate, continue, switch); the plan and the redrawn
     branch."""
@@ -95,24 +107,38 @@ def _change_tree(action: str, user: Any, conversation_id: UUID, frame: dict):
     return plan, frames.thread_frame(conversation)
 
 
-@database_sync_to_async
-def _open_conversation(user: Any, conversation_id: UUID) -> dict | None:
-    """Authorize, and describe a reply in progress as stored (None when nothing streams)."""
+@dataclass(frozen=True)
+class _Opened:
+    # The reply in progress, as stored (None when nothing streams).
+    streaming: dict | None
+    # The end of a reply the page holds part of and that has finished since (None otherwise).
+    finished: dict | None
+
+
+@_off_loop
+def _open_conversation(user: Any, conversation_id: UUID, held: object) -> _Opened:
+    """Authorize, and read what a page opening the conversation may be missing."""
     conversation = selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
     reply = selectors.streaming_reply(conversation=conversation)
-    if reply is None:
-        return None
-    return {
-        "type": "reply.snapshot",
-        "conversation": str(conversation.id),
-        "message": reply.id,
-        "seq": None,
-        "content": reply.content,
-        "reasoning": reply.reasoning,
-    }
+    streaming = None
+    if reply is not None:
+        streaming = {
+            "type": "reply.snapshot",
+            "conversation": str(conversation.id),
+            "message": reply.id,
+            "seq": None,
+            "content": reply.content,
+            "reasoning": reply.reasoning,
+        }
+    finished = None
+    if isinstance(held, int) and (reply is None or reply.id != held):
+        ended = selectors.finished_reply(conversation=conversation, message_id=held)
+        if ended is not None:
+            finished = frames.reply_done_frame(ended)
+    return _Opened(streaming, finished)
 
 
-@database_sync_to_async
+@_off_loop
 def _authorize(user: Any, conversation_id: UUID) -> None:
     selectors.conversation_get_for_user(user=user, conversation_id=conversation_id)
 
@@ -225,34 +251,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id = _parse_uuid(frame.get("conversation"))
         if conversation_id is None:
             raise ChatError("This conversation does not exist.", code="not_found")
-        stored = await _open_conversation(self.scope["user"], conversation_id)
+        held, seq = frame.get("message"), frame.get("seq")
+        opened = await _open_conversation(self.scope["user"], conversation_id, held)
         await self._show(conversation_id)
+        if opened.finished is not None:
+            # The page holds part of a reply that ended while it was away: the stored end.
+            await self.send_frame(opened.finished)
         generation = hub.get(conversation_id)
         if generation is not None:
-            await self.send_frame(
-                generation.resume_frame(
-                    message=frame.get("message"), seq=frame.get("seq"), for_remote=False
-                )
-            )
+            await self.send_frame(generation.resume_frame(message=held, seq=seq, for_remote=False))
             if generation.status_frame is not None:
                 await self.send_frame(generation.status_frame)
-        elif stored is not None:
-            await self.send_frame(stored)
-            # Another process may be writing it: ask that one for exactly what is missing.
+        elif opened.streaming is not None:
+            # Another process may be writing it: ask that one for exactly what is missing. A
+            # page that holds part of this reply already keeps it rather than going back to
+            # the last flush.
+            if not (held == opened.streaming["message"] and isinstance(seq, int)):
+                await self.send_frame(opened.streaming)
             await hub.request(
                 conversation_id,
                 {
                     "type": "chat.resume",
                     "reply_channel": self.channel_name,
-                    "message": frame.get("message"),
-                    "seq": frame.get("seq"),
+                    "message": held,
+                    "seq": seq,
                 },
             )
         await self.send_frame(
             {
                 "type": "subscribed",
                 "conversation": str(conversation_id),
-                "streaming": generation is not None or stored is not None,
+                "streaming": generation is not None or opened.streaming is not None,
             }
         )
 
@@ -262,7 +291,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             conversation_id = _parse_uuid(frame.get("conversation"))
             if conversation_id is None:
                 raise ChatError("This conversation does not exist.", code="not_found")
-        outcome, created, rendered = await _send_message(
+        outcome = await _send_message(
             self.scope["user"],
             conversation_id,
             frame.get("content"),
@@ -270,19 +299,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame.get("parent"),
             frame.get("team"),
         )
+        # The upstream request starts now, while the frames are rendered and sent; its tokens
+        # wait until the page has the reply to add them to (announce below).
+        plan = outcome.plan
+        generation = await hub.start(plan, announced=False) if plan is not None else None
         conversation_uuid = outcome.conversation.id
-        await self._show(conversation_uuid)
-        if created is not None:
-            await self.send_frame({**created, "client_id": frame.get("client_id")})
-        for message_frame in rendered:
-            await hub.broadcast(
-                conversation_uuid, {**message_frame, "client_id": frame.get("client_id")}
-            )
-        if outcome.plan is not None:
-            await hub.start(outcome.plan)
-        elif (generation := hub.get(conversation_uuid)) is not None:
+        try:
+            created, rendered = await _send_frames(outcome, conversation_id is None)
+            await self._show(conversation_uuid)
+            if created is not None:
+                await self.send_frame({**created, "client_id": frame.get("client_id")})
+            for message_frame in rendered:
+                await hub.broadcast(
+                    conversation_uuid, {**message_frame, "client_id": frame.get("client_id")}
+                )
+        finally:
+            if generation is not None:
+                generation.announce()
+        if generation is None and (running := hub.get(conversation_uuid)) is not None:
             # A resend of a message already answered: show the reply where it stands.
-            await self.send_frame(generation.snapshot_frame())
+            await self.send_frame(running.snapshot_frame())
 
     async def on_tree_change(self, frame: dict) -> None:
         conversation_id = _parse_uuid(frame.get("conversation"))

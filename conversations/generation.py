@@ -12,6 +12,7 @@ streams, and once when it ends — never once per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,6 +47,7 @@ from usage.services import related_call_context, usage_record_call
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ANNOUNCE_TIMEOUT = 10.0  # seconds
 
 
 # Writes that need no shared transaction run off the single "thread-sensitive" thread, which
@@ -92,6 +94,8 @@ class _Outlet:
 
     def poke(self) -> Awaitable[None] | None:
         """Called after a part arrives: a send to await now, or None when one is scheduled."""
+        if not self.generation.announced:
+            return None  # announce() sends what arrived meanwhile
         loop = asyncio.get_running_loop()
         waited = loop.time() - self._last_at
         if waited >= self.interval:
@@ -114,6 +118,9 @@ class _Outlet:
 
     def _emit_later(self) -> None:
         self._timer = None
+        self.emit_soon()
+
+    def emit_soon(self) -> None:
         self._schedule(self.emit())
 
     def _as_task(self, emit: Coroutine[None, None, None]) -> None:
@@ -141,6 +148,9 @@ class Generation:
         self.parts: list[tuple[str, str]] = []
         self.task: asyncio.Task[None] | None = None
         self.stop_requested = False
+        # Frames wait until the pages have been sent the (empty) reply they add text to.
+        self.announced = False
+        self._announced = asyncio.Event()
         self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
         # Other processes get fewer, larger frames: each costs several Redis round trips.
         self.remote = (
@@ -209,6 +219,19 @@ class Generation:
         return self.snapshot_frame(end)
 
     # --- sending ---------------------------------------------------------------------------
+    def announce(self) -> None:
+        """The pages know the reply now: send what arrived so far, and the rest as it comes.
+
+        Not async, so that a caller's ``finally`` always gets to run it to the end."""
+        if self.announced:
+            return
+        self.announced = True
+        self._announced.set()
+        if self.local.sent < len(self.parts):
+            self.local.emit_soon()
+        if self.remote is not None and self.remote.sent < len(self.parts):
+            self.hub.publish_soon(self.remote.emit())
+
     async def _send_local(self, frame: dict) -> None:
         await self.hub.broadcast_local(self.conversation_id, frame)
 
@@ -260,6 +283,10 @@ class Generation:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
+            # Not before the upstream request: it goes out first, the Redis round trips after.
+            joined = asyncio.ensure_future(
+                self.hub.join_generation_group(self.conversation_id, self.plan.user_id)
+            )
             request = await self._prepare()
             if self.meter is not None:
                 self.meter.begin()
@@ -298,6 +325,7 @@ class Generation:
         finally:
             heartbeat.cancel()
             self.status_frame = None
+        await asyncio.gather(joined, return_exceptions=True)
         if error is not None:
             has_text = any(field == "content" for field, _ in self.parts)
             interrupted = has_text and error.kind in {"interrupted", "timeout", "stream_error"}
@@ -311,8 +339,16 @@ class Generation:
         if self.plan.summarize is not None:
             request = await self._summarize(self.plan.summarize)
         frame = await db_read(context_frame)(self.conversation_id, self.reply_id)
+        await self._wait_announced()
         await self.hub.broadcast(self.conversation_id, frame)
         return request
+
+    async def _wait_announced(self) -> None:
+        """Frames about the reply must not reach the pages before the reply itself. The socket
+        that started it announces it within milliseconds; should it never, they still go out."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                await self._announced.wait()
 
     async def _summarize(self, work: SummaryWork) -> ChatRequest:
         """Fold the turns that no longer fit into the summary, one call per step (each stored as
@@ -325,6 +361,7 @@ class Generation:
             "status": "summarizing",
             "text": SUMMARIZING_TEXT,
         }
+        await self._wait_announced()
         await self.hub.broadcast(self.conversation_id, self.status_frame)
         summary_id = work.base_summary_id
         failure = ""
@@ -403,6 +440,8 @@ class Generation:
         if self._flush_task is not None:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
+        # The end of the reply must not reach the pages before the reply itself.
+        await self._wait_announced()
         self.local.close()
         await self.local.emit()
         if self.remote is not None:
@@ -430,7 +469,7 @@ class Generation:
                 completion_text=self.text_of("content") + self.text_of("reasoning"),
             )
         try:
-            reply = await db_write(services.reply_finish)(
+            frame = await db_write(_close_reply)(
                 reply_id=self.reply_id,
                 content=content,
                 reasoning=self.text_of("reasoning"),
@@ -441,7 +480,6 @@ class Generation:
                 usage=usage,
                 call=call,
             )
-            frame = await db_write(reply_done_frame)(reply)
         except Exception:
             logger.exception("could not store the end of reply %s", self.reply_id)
             frame = {
@@ -534,6 +572,11 @@ def _store_title(**fields: object) -> dict | None:
     return None if conversation is None else title_frame(conversation)
 
 
+def _close_reply(**fields: object) -> dict:
+    """Store the end of a reply and render the frame that tells the pages (one thread hop)."""
+    return reply_done_frame(services.reply_finish(**fields))  # type: ignore[arg-type]
+
+
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
     # This product does not run tools; it shows what the model asked for.
     lines = ["", "", "**The model asked to call tools** (not run by this app):", ""]
@@ -586,13 +629,19 @@ class ConversationHub:
         loop = asyncio.get_running_loop()
         if self._reader is not None and self._reader.get_loop() is loop and not self._reader.done():
             return
+        # Another event loop (tests run one per test): nothing of the last one's can be used.
+        self._reader = self._publisher = self._outbox = None
+        self.channel_name = None
         layer = get_channel_layer()
         if layer is None or isinstance(layer, InMemoryChannelLayer):
             # One process: every socket is local, so the layer would only add work.
             self._layer = None
             return
         self._layer = layer
-        self.channel_name = await layer.new_channel("hub.")
+        # The default prefix, like the consumers' channels: channels-redis reads all of a
+        # process's channels with one blocking pop on one key per prefix, under one lock, so a
+        # channel with a prefix of its own would starve the sockets' channels (and vice versa).
+        self.channel_name = await layer.new_channel()
         self._outbox = asyncio.Queue()
         self._reader = loop.create_task(self._read(), name="hub-reader")
         self._publisher = loop.create_task(self._publish_in_order(), name="hub-publisher")
@@ -707,16 +756,24 @@ class ConversationHub:
     def get(self, conversation_id: UUID) -> Generation | None:
         return self._running.get(conversation_id)
 
-    async def start(self, plan: services.GenerationPlan) -> Generation:
+    async def start(self, plan: services.GenerationPlan, *, announced: bool = True) -> Generation:
+        """Start streaming a reply. With ``announced=False`` nothing is sent to the pages until
+        ``generation.announce()``: the request can go out while the caller sends the pages the
+        reply (its "message" frame)."""
         await self.ensure_started()
         generation = Generation(plan, hub=self)
+        if announced:
+            generation.announce()
         self._running[plan.conversation_id] = generation
-        if self._layer is not None and self.channel_name is not None:
-            await self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
-            # To hear that the user was deactivated, from whichever process did it.
-            await self._layer.group_add(user_group(plan.user_id), self.channel_name)
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
+
+    async def join_generation_group(self, conversation_id: UUID, user_id: int) -> None:
+        """Hear Stop and resume requests for this conversation from other processes, and that
+        the user was deactivated, from whichever process did it."""
+        if self._layer is not None and self.channel_name is not None:
+            await self._layer.group_add(generation_group(conversation_id), self.channel_name)
+            await self._layer.group_add(user_group(user_id), self.channel_name)
 
     def stop(self, conversation_id: UUID) -> bool:
         generation = self._running.get(conversation_id)
@@ -778,8 +835,10 @@ class ConversationHub:
             *self._background,
         ]:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._outbox is not None and self._publisher is not None and not self._publisher.done():
-            await self._outbox.join()
+        publisher, outbox = self._publisher, self._outbox
+        running_here = publisher is not None and publisher.get_loop() is asyncio.get_running_loop()
+        if running_here and not publisher.done() and outbox is not None:
+            await outbox.join()
 
 
 def conversation_group(conversation_id: UUID) -> str:

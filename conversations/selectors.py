@@ -351,6 +351,14 @@ def streaming_reply(*, conversation: Conversation) -> Message | None:
     )
 
 
+def finished_reply(*, conversation: Conversation, message_id: int) -> Message | None:
+    """A reply of this conversation that is no longer streaming (None for any other id)."""
+    replies = Message.objects.filter(
+        conversation=conversation, id=message_id, role=Message.Role.ASSISTANT
+    )
+    return replies.exclude(status=Message.Status.STREAMING).first()
+
+
 # --- context management (conversations/history.py) --------------------------------------------
 
 

@@ -31,6 +31,7 @@ from conversations.history import (
     plan_request,
     reply_token_limit,
 )
+from conversations.limits import lock_sender, replies_refusal
 from conversations.models import (
     Conversation,
     Message,
@@ -397,16 +398,26 @@ def conversation_title_generated(
     return Conversation.objects.filter(id=conversation_id).first()
 
 
-def _existing_send(conversation: Conversation, client_id: UUID) -> SendOutcome | None:
-    user_message = Message.objects.filter(
-        conversation=conversation, client_id=client_id, role=Message.Role.USER
-    ).first()
+def _existing_send(
+    conversation: Conversation | None, client_id: UUID, *, user: AbstractBaseUser | None = None
+) -> SendOutcome | None:
+    """The stored pair of a message sent before with this client id, if any.
+
+    Without a conversation (the first message of a new chat, resent after a reconnect) the
+    ``user``'s own messages are searched, so a resend never starts a second conversation.
+    """
+    messages = Message.objects.filter(client_id=client_id, role=Message.Role.USER)
+    if conversation is not None:
+        messages = messages.filter(conversation=conversation)
+    else:
+        messages = messages.filter(conversation__owner=user).select_related("conversation")
+    user_message = messages.first()
     if user_message is None:
         return None
     reply = user_message.children.order_by("id").first()
     if reply is None:
         return None
-    return SendOutcome(conversation, user_message, reply, False, None)
+    return SendOutcome(user_message.conversation, user_message, reply, False, None)
 
 
 def _existing_reply(conversation: Conversation, client_id: UUID | None) -> ReplyOutcome | None:
@@ -571,6 +582,8 @@ def message_send(
     """
     text = validate_message_content(content)
     if conversation_id is None:
+        if client_id is not None and (existing := _existing_send(None, client_id, user=user)):
+            return existing
         charged = team_for_send(user=user, requested=team, current_team_id=None)
         draft = new_chat_settings(user=user)
         model = chat_model_for_new_chat(user=user, settings_row=draft)
@@ -655,9 +668,21 @@ def _send(
     branched = edit or (not created and parent_id != conversation.current_leaf_id)
     try:
         with transaction.atomic():
-            # First, before anything is stored: budgets and rates (LimitReached is a ChatError
-            # and rolls everything back). Its locks serialize this user's concurrent sends.
+            # The user's row first (then usage's rows, in limits_admit): this user's sends are
+            # checked one at a time, from any process.
+            lock_sender(user=user)
+            # Under the lock: the same message sent twice at once is stored once, and a resend
+            # is answered with the stored pair, never refused as busy or over a limit.
+            if client_id is not None and (
+                existing := _existing_send(None if created else conversation, client_id, user=user)
+            ):
+                return existing
+            # Then, before anything is stored: budgets and rates (LimitReached is a ChatError
+            # and rolls everything back), and replies generating at once.
             limits_admit(user=user, team=charged, now=now)
+            busy_in = None if created else conversation.pk
+            if refusal := replies_refusal(user=user, conversation_id=busy_in):
+                raise refusal
             if created:
                 conversation.title = title_from_text(text)
                 conversation.created_at = conversation.updated_at = now
@@ -692,9 +717,9 @@ def _send(
                 context=context_plan.context,
             )
     except IntegrityError:
-        if client_id is not None and not created:
+        if client_id is not None:
             # Two sends of the same message raced: the other one won; answer with its pair.
-            existing = _existing_send(conversation, client_id)
+            existing = _existing_send(None if created else conversation, client_id, user=user)
             if existing is not None:
                 return existing
         raise ChatError(BUSY_MESSAGE, code="busy") from None
@@ -774,8 +799,14 @@ def _reply_under(
     now = timezone.now()
     try:
         with transaction.atomic():
-            # As for a send: limits first, before anything is stored (see _send).
+            # As for a send: the user's row, a resend answered, then limits, before anything is
+            # stored (see _send).
+            lock_sender(user=user)
+            if existing := _existing_reply(conversation, client_id):
+                return existing
             limits_admit(user=user, team=charged, now=now)
+            if refusal := replies_refusal(user=user, conversation_id=conversation.pk):
+                raise refusal
             work = None
             if parent.role == Message.Role.USER:
                 question = parent

@@ -35,4 +35,5 @@ case $prepared in
   130) exit 130 ;;
 esac
 echo "$where"
-exec .venv/bin/python -m daphne --bind "$HOST" --port "$PORT" chatsite.asgi:application
+# daphne, with the websocket size limit from settings (see chatsite/serve.py).
+exec .venv/bin/python -m chatsite.serve --bind "$HOST" --port "$PORT"

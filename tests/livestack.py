@@ -17,6 +17,28 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def app_environment(var_dir: Path, **extra: str) -> dict[str, str] | None:
+    """What a server started by a test needs to share this test's PostgreSQL database and
+    sessions (None without PostgreSQL: SQLite's test database lives in this process only)."""
+    from django.conf import settings
+    from django.db import connection
+
+    database = connection.settings_dict
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        return None
+    host, port = database["HOST"] or "127.0.0.1", database["PORT"] or 5432
+    return {
+        "DATABASE_URL": f"postgres://{database['USER']}@{host}:{port}/{database['NAME']}",
+        "DATABASE_POOL": "0",
+        "REDIS_URL": "",
+        "SECRET_KEY": settings.SECRET_KEY,  # sessions made in the test are valid there
+        "VAR_DIR": str(var_dir),
+        "DEBUG": "true",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -45,12 +67,11 @@ class Daphne:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "chatsite.serve",  # daphne as scripts/run.sh starts it
                 "-b",
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                "chatsite.asgi:application",
             ],
             cwd=ROOT,
             env=self.env,
@@ -107,6 +128,7 @@ class ReplyFollower:
         self.content = ""
         self.done: dict | None = None
         self.frames: list[dict] = []
+        self.gaps = 0  # deltas that did not follow on, each answered by asking to resume
 
     async def subscribe(self) -> None:
         await self.socket.send(
@@ -131,6 +153,7 @@ class ReplyFollower:
             self.message, self.seq, self.content = frame["message"], frame["seq"], frame["content"]
         elif kind == "reply.delta":
             if self.message != frame["message"] or self.seq is None or frame["from"] > self.seq:
+                self.gaps += 1
                 await self.subscribe()  # a gap: ask for what is missing
             elif frame["seq"] > self.seq:
                 # Only the part this follower lacks (a delta may overlap what it holds only

@@ -343,12 +343,12 @@ def serve(*, host: str, port: int, out: IO[str]) -> int:
         argv=[
             sys.executable,
             "-m",
-            "daphne",
+            # daphne through the launcher, so the websocket size limit from settings holds here too.
+            "chatsite.serve",
             "--bind",
             host,
             "--port",
             str(port),
-            "chatsite.asgi:application",
         ],
         cwd=base_dir,
     )

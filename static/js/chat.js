@@ -263,10 +263,11 @@
       if (known && frame.seq <= current.seq) return; // already have it
       if (!known || frame.from !== current.seq) {
         // A gap (a frame was lost, or we hold only the stored text): ask for what is missing,
-        // once until an answer comes.
+        // once until an answer comes (or again, should the answer itself be lost).
         if (!current || current.message !== frame.message) setStreaming({ message: frame.message, seq: null });
-        if (!state.streaming.asked) {
-          state.streaming.asked = true;
+        const now = Date.now();
+        if (!state.streaming.askedAt || now - state.streaming.askedAt > 3000) {
+          state.streaming.askedAt = now;
           send({ type: "subscribe", conversation: state.conversation, message: state.streaming.message, seq: state.streaming.seq });
         }
         return;
@@ -274,6 +275,7 @@
       appendText(frame.message, "content", frame.content, false);
       appendText(frame.message, "reasoning", frame.reasoning, false);
       state.streaming.seq = frame.seq;
+      state.streaming.askedAt = 0;
     },
     "reply.done"(frame) {
       if (frame.conversation !== state.conversation) return;

@@ -27,7 +27,6 @@ PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 API_KEY = "sk-e2e-secret"
 MODEL = "fake-model"
 ADMIN = ("admin", "e2e admin password 7")
-ASGI_APP = "chatsite.asgi:application"
 PASSWORD = "e2e user password 7"  # every user made by LiveApp.create_user
 
 # Variables the app reads (and their NAME_FILE forms). The surrounding shell may set some of
@@ -165,7 +164,7 @@ def start(database_url: str, var_dir: Path, upstream_url: str) -> LiveApp:
     log_path = var_dir / "daphne.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+            [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
             env=env,
             stdout=log,

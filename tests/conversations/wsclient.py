@@ -58,3 +58,17 @@ def streamed_text(frames: list[dict]) -> str:
 async def settle() -> None:
     """Wait for every generation to end (each writes its final state before ending)."""
     await hub.wait_all()
+
+
+class CommunicatorSocket:
+    """A communicator with a websockets connection's send() and recv(), so that the same
+    ReplyFollower (tests/livestack.py) follows replies in-process and against real servers."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+
+    async def send(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def recv(self) -> str:
+        return await self.communicator.receive_from(timeout=10)
