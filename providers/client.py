@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import replace
 
 import httpx
@@ -60,7 +60,54 @@ USER_AGENT = "teamchat/0.1"
 
 # -- the shared client --------------------------------------------------------------------
 
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+# httpcore's pool looks at every connection it holds (and, for each idle one, at every
+# connection again) whenever a request starts or ends: with hundreds of concurrent streams in
+# one pool, that becomes most of the CPU a stream costs. Concurrent streams are spread over
+# several clients of at most this many streams each; one at a time they all use the first, so
+# its connections are reused as before.
+STREAMS_PER_CLIENT = 16
+
+
+class _Shard:
+    __slots__ = ("client", "streams")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.streams = 0
+
+
+class _LoopClients:
+    def __init__(self) -> None:
+        # One TLS context for all of them: building one loads the CA bundle.
+        self.ssl_context = httpx.create_ssl_context(trust_env=False)
+        self.shards = [self.new_shard()]
+
+    def new_shard(self) -> _Shard:
+        return _Shard(
+            httpx.AsyncClient(
+                # The default of 100 connections would queue the 101st concurrent stream.
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                # Requests pass their own timeouts; these only cover a caller that does not.
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                trust_env=False,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+                verify=self.ssl_context,
+            )
+        )
+
+
+_clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+
+
+def _loop_clients() -> _LoopClients:
+    loop = asyncio.get_running_loop()
+    clients = _clients.get(loop)
+    if clients is None or clients.shards[0].client.is_closed:
+        for old_loop in [other for other in _clients if other.is_closed()]:
+            del _clients[old_loop]  # their sockets died with the loop
+        clients = _clients[loop] = _LoopClients()
+    return clients
 
 
 def get_client() -> httpx.AsyncClient:
@@ -69,32 +116,33 @@ def get_client() -> httpx.AsyncClient:
     httpx clients are bound to the loop their connections were opened on, hence one per loop
     (in production there is one loop; tests make a loop per test).
     """
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        for old_loop in [other for other in _clients if other.is_closed()]:
-            del _clients[old_loop]  # its sockets died with the loop
-        client = httpx.AsyncClient(
-            # The default of 100 connections would queue the 101st concurrent stream.
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            # Requests pass their own timeouts; these only cover a caller that does not.
-            timeout=httpx.Timeout(60.0, connect=10.0),
-            trust_env=False,
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
-        )
-        _clients[loop] = client
-    return client
+    return _loop_clients().shards[0].client
+
+
+@contextmanager
+def _client_for_stream() -> Iterator[httpx.AsyncClient]:
+    """A client with room for one more stream (see STREAMS_PER_CLIENT), held while it runs."""
+    clients = _loop_clients()
+    shard = next((s for s in clients.shards if s.streams < STREAMS_PER_CLIENT), None)
+    if shard is None:
+        shard = clients.new_shard()
+        clients.shards.append(shard)
+    shard.streams += 1
+    try:
+        yield shard.client
+    finally:
+        shard.streams -= 1
 
 
 async def aclose_clients() -> None:
-    """Close the running loop's client, and forget clients of loops that are closed."""
+    """Close the running loop's clients, and forget clients of loops that are closed."""
     loop = asyncio.get_running_loop()
-    client = _clients.pop(loop, None)
+    clients = _clients.pop(loop, None)
     for old_loop in [other for other in _clients if other.is_closed()]:
         del _clients[old_loop]
-    if client is not None:
-        await client.aclose()
+    if clients is not None:
+        for shard in clients.shards:
+            await shard.client.aclose()
 
 
 # Base URLs that rejected stream_options: do not pay a failed request for it every time.
@@ -119,9 +167,10 @@ async def stream_chat(config: ProviderConfig, request: ChatRequest) -> AsyncIter
         body = request_body(request, use_stream_options)
         # aclosing: if our caller stops early, the attempt (and its response) closes now,
         # not whenever the garbage collector finalizes it.
-        async with aclosing(run_attempt(get_client(), config, body, deadline, outcome)) as events:
-            async for event in events:
-                yield event
+        with _client_for_stream() as client:
+            async with aclosing(run_attempt(client, config, body, deadline, outcome)) as events:
+                async for event in events:
+                    yield event
         error = outcome.error
         if error is None:
             return

@@ -763,6 +763,27 @@ async def test_connections_are_reused(fake_upstream: FakeUpstream) -> None:
     assert len(pool.connections) == 1
 
 
+async def test_concurrent_streams_are_spread_over_small_pools(fake_upstream: FakeUpstream) -> None:
+    # httpcore's pool costs O(connections²) per request: no pool may hold hundreds of streams.
+    count = client_module.STREAMS_PER_CLIENT * 2 + 5
+    fake_upstream.default = Script.stream(["a", "b", "c"], delay=0.05)
+    results = await asyncio.gather(*(collect(make_config(fake_upstream)) for _ in range(count)))
+    assert all(result.text == "abc" for result in results)
+    shards = client_module._clients[asyncio.get_running_loop()].shards
+    assert len(shards) == 3
+    assert all(shard.streams == 0 for shard in shards)
+    assert all(
+        len(shard.client._transport._pool.connections) <= client_module.STREAMS_PER_CLIENT  # type: ignore[attr-defined]
+        for shard in shards
+    )
+    # One at a time, streams go back to the first client and reuse its connections.
+    before = len(get_client()._transport._pool.connections)  # type: ignore[attr-defined]
+    for _ in range(3):
+        await collect(make_config(fake_upstream))
+    assert len(get_client()._transport._pool.connections) == before  # type: ignore[attr-defined]
+    assert len(fake_upstream.requests) == count + 3
+
+
 async def test_list_models_and_check_connection(fake_upstream: FakeUpstream) -> None:
     fake_upstream.models = ["zeta", "alpha", "alpha"]
     config = make_config(fake_upstream)
