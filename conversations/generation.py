@@ -47,6 +47,7 @@ from usage.services import related_call_context, usage_record_call
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# The socket that starts a reply announces it within milliseconds (see Generation.announce).
 ANNOUNCE_TIMEOUT = 10.0  # seconds
 
 
@@ -94,8 +95,8 @@ class _Outlet:
 
     def poke(self) -> Awaitable[None] | None:
         """Called after a part arrives: a send to await now, or None when one is scheduled."""
-        if not self.generation.announced:
-            return None  # announce() sends what arrived meanwhile
+        if not self.generation.open:
+            return None  # sent when it opens (Generation._open_when_ready)
         loop = asyncio.get_running_loop()
         waited = loop.time() - self._last_at
         if waited >= self.interval:
@@ -148,9 +149,13 @@ class Generation:
         self.parts: list[tuple[str, str]] = []
         self.task: asyncio.Task[None] | None = None
         self.stop_requested = False
-        # Frames wait until the pages have been sent the (empty) reply they add text to.
+        # Tokens reach the pages only once they have the (empty) reply they belong to
+        # (announced), and the "context" frame that comes before the reply's first words.
         self.announced = False
         self._announced = asyncio.Event()
+        self._context_told = False
+        self._context_task: asyncio.Future[None] | None = None
+        self.open = False
         self.local = _Outlet(self, settings.CHAT_FRAME_INTERVAL, self._send_local)
         # Other processes get fewer, larger frames: each costs several Redis round trips.
         self.remote = (
@@ -220,17 +225,34 @@ class Generation:
 
     # --- sending ---------------------------------------------------------------------------
     def announce(self) -> None:
-        """The pages know the reply now: send what arrived so far, and the rest as it comes.
+        """The pages have the reply now: send what arrived meanwhile, and the rest as it comes.
 
-        Not async, so that a caller's ``finally`` always gets to run it to the end."""
+        Not async, so that a caller's ``finally`` always runs it to the end."""
         if self.announced:
             return
         self.announced = True
         self._announced.set()
+        self._open_when_ready()
+
+    def _open_when_ready(self) -> None:
+        if self.open or not (self.announced and self._context_told):
+            return
+        self.open = True
         if self.local.sent < len(self.parts):
             self.local.emit_soon()
         if self.remote is not None and self.remote.sent < len(self.parts):
-            self.hub.publish_soon(self.remote.emit())
+            self.remote.emit_soon()
+
+    async def _until_announced(self) -> None:
+        # Should a caller never announce (a bug), the reply still ends for the pages.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                await self._announced.wait()
+
+    async def _tell(self, frame: dict) -> None:
+        """A frame about this reply, to every page, once they have the reply."""
+        await self._until_announced()
+        await self.hub.broadcast(self.conversation_id, frame)
 
     async def _send_local(self, frame: dict) -> None:
         await self.hub.broadcast_local(self.conversation_id, frame)
@@ -283,10 +305,6 @@ class Generation:
         heartbeat = asyncio.ensure_future(self._heartbeat())
         self._last_flush_at = asyncio.get_running_loop().time()
         try:
-            # Not before the upstream request: it goes out first, the Redis round trips after.
-            joined = asyncio.ensure_future(
-                self.hub.join_generation_group(self.conversation_id, self.plan.user_id)
-            )
             request = await self._prepare()
             if self.meter is not None:
                 self.meter.begin()
@@ -325,7 +343,6 @@ class Generation:
         finally:
             heartbeat.cancel()
             self.status_frame = None
-        await asyncio.gather(joined, return_exceptions=True)
         if error is not None:
             has_text = any(field == "content" for field, _ in self.parts)
             interrupted = has_text and error.kind in {"interrupted", "timeout", "stream_error"}
@@ -338,17 +355,20 @@ class Generation:
         request = self.plan.request
         if self.plan.summarize is not None:
             request = await self._summarize(self.plan.summarize)
-        frame = await db_read(context_frame)(self.conversation_id, self.reply_id)
-        await self._wait_announced()
-        await self.hub.broadcast(self.conversation_id, frame)
+        # Read and sent beside the upstream request rather than before it: the first token
+        # need not wait for it.
+        self._context_task = asyncio.ensure_future(self._tell_context())
         return request
 
-    async def _wait_announced(self) -> None:
-        """Frames about the reply must not reach the pages before the reply itself. The socket
-        that started it announces it within milliseconds; should it never, they still go out."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
-                await self._announced.wait()
+    async def _tell_context(self) -> None:
+        try:
+            frame = await db_read(context_frame)(self.conversation_id, self.reply_id)
+            await self._tell(frame)
+        except Exception:
+            logger.exception("could not tell the context of reply %s", self.reply_id)
+        finally:
+            self._context_told = True
+            self._open_when_ready()
 
     async def _summarize(self, work: SummaryWork) -> ChatRequest:
         """Fold the turns that no longer fit into the summary, one call per step (each stored as
@@ -361,8 +381,7 @@ class Generation:
             "status": "summarizing",
             "text": SUMMARIZING_TEXT,
         }
-        await self._wait_announced()
-        await self.hub.broadcast(self.conversation_id, self.status_frame)
+        await self._tell(self.status_frame)
         summary_id = work.base_summary_id
         failure = ""
         for index, step in enumerate(work.steps):
@@ -441,7 +460,9 @@ class Generation:
             # The last flush must not land after (and overwrite) the final write.
             await asyncio.gather(self._flush_task, return_exceptions=True)
         # The end of the reply must not reach the pages before the reply itself.
-        await self._wait_announced()
+        await self._until_announced()
+        if self._context_task is not None:
+            await asyncio.gather(self._context_task, return_exceptions=True)
         self.local.close()
         await self.local.emit()
         if self.remote is not None:
@@ -566,15 +587,15 @@ class Generation:
             logger.exception("could not record the token usage of reply %s", self.reply_id)
 
 
+def _close_reply(**fields: object) -> dict:
+    """Sync: store the end of a reply and render the frame that tells the pages (one hop)."""
+    return reply_done_frame(services.reply_finish(**fields))  # type: ignore[arg-type]
+
+
 def _store_title(**fields: object) -> dict | None:
     """Sync: keep the title call's result; the frame that tells open pages, if it changed."""
     conversation = services.conversation_title_generated(**fields)  # type: ignore[arg-type]
     return None if conversation is None else title_frame(conversation)
-
-
-def _close_reply(**fields: object) -> dict:
-    """Store the end of a reply and render the frame that tells the pages (one thread hop)."""
-    return reply_done_frame(services.reply_finish(**fields))  # type: ignore[arg-type]
 
 
 def _describe_tool_calls(tool_calls: ToolCalls) -> str:
@@ -638,9 +659,9 @@ class ConversationHub:
             self._layer = None
             return
         self._layer = layer
-        # The default prefix, like the consumers' channels: channels-redis reads all of a
-        # process's channels with one blocking pop on one key per prefix, under one lock, so a
-        # channel with a prefix of its own would starve the sockets' channels (and vice versa).
+        # The default prefix, like the sockets' channels: channels-redis reads all of a
+        # process's channels with one blocking pop per prefix, under one lock, so a channel
+        # with a prefix of its own would starve the sockets' channels (and they it).
         self.channel_name = await layer.new_channel()
         self._outbox = asyncio.Queue()
         self._reader = loop.create_task(self._read(), name="hub-reader")
@@ -757,23 +778,25 @@ class ConversationHub:
         return self._running.get(conversation_id)
 
     async def start(self, plan: services.GenerationPlan, *, announced: bool = True) -> Generation:
-        """Start streaming a reply. With ``announced=False`` nothing is sent to the pages until
-        ``generation.announce()``: the request can go out while the caller sends the pages the
-        reply (its "message" frame)."""
+        """Start streaming a reply. With ``announced=False`` nothing reaches the pages until
+        ``generation.announce()``: the upstream request goes out while the caller sends the
+        pages the reply itself (its "message" frame)."""
         await self.ensure_started()
         generation = Generation(plan, hub=self)
         if announced:
             generation.announce()
         self._running[plan.conversation_id] = generation
+        if self._layer is not None and self.channel_name is not None:
+            # To hear Stop and resume requests from other processes, and that the user was
+            # deactivated, from whichever process did it. Through the ordered outbox rather than
+            # awaited here: the upstream request need not wait for Redis, and the last reply's
+            # group_discard (queued there by forget) cannot land after this add and deafen it.
+            self.publish_soon(
+                self._layer.group_add(generation_group(plan.conversation_id), self.channel_name)
+            )
+            self.publish_soon(self._layer.group_add(user_group(plan.user_id), self.channel_name))
         generation.task = asyncio.create_task(generation.run(), name=f"reply-{plan.reply_id}")
         return generation
-
-    async def join_generation_group(self, conversation_id: UUID, user_id: int) -> None:
-        """Hear Stop and resume requests for this conversation from other processes, and that
-        the user was deactivated, from whichever process did it."""
-        if self._layer is not None and self.channel_name is not None:
-            await self._layer.group_add(generation_group(conversation_id), self.channel_name)
-            await self._layer.group_add(user_group(user_id), self.channel_name)
 
     def stop(self, conversation_id: UUID) -> bool:
         generation = self._running.get(conversation_id)
