@@ -35,7 +35,7 @@ import psycopg  # noqa: E402
 import websockets  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-PG_SERVER = os.environ.get("BENCH_PG_SERVER", "postgres://postgres@127.0.0.1:5432")
+PG_SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432")
 SECRET_KEY = "bench-" + "s" * 60
 API_KEY = "sk-bench"
 USERS = 500
@@ -124,6 +124,8 @@ def app_environment(database_url: str, var_dir: Path, extra: dict[str, str]) -> 
         VAR_DIR=str(var_dir),
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
+        # A reply is what is measured: no title call after each first exchange.
+        CHAT_GENERATED_TITLES="0",
         **extra,
     )
     return env
@@ -213,18 +215,17 @@ def drop_database(name: str) -> None:
         conn.execute(sql.SQL(DROP).format(sql.Identifier(name)))
 
 
-def rows_written(database_url: str) -> int:
-    """Rows inserted, updated and deleted in the app's tables, as PostgreSQL counts them.
+def rows_written(database_url: str) -> dict[str, int]:
+    """Rows inserted, updated and deleted, per table, as PostgreSQL counts them.
 
     Backends report their counts when they exit (or when idle, at most once a second), so read
     this with the server stopped."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute(
-            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"
-            " WHERE relname LIKE 'conversations\\_%'"
-        ).fetchone()
-    return int(row[0]) if row else 0
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables"
+        ).fetchall()
+    return {name: int(count) for name, count in rows}
 
 
 @dataclass
@@ -682,7 +683,7 @@ class Bench:
         log(f"profiling daphne with py-spy into {self.profile}")
         return subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(server.process.pid), "--rate", "1000", "--gil"),
+                *("py-spy", "record", "--pid", str(server.process.pid), "--rate", "200", "--gil"),
                 *("--output", str(self.profile), "--format", self._profile_format()),
             ],
             stdout=subprocess.DEVNULL,
@@ -825,7 +826,14 @@ class Bench:
                 duration = await writes_phase(server.ws_url, self.pool, kind, count)
             finally:
                 server.stop()
-            writes = (rows_written(self.database_url) - before) / count
+            after = rows_written(self.database_url)
+            per_table = {
+                name: (after[name] - before.get(name, 0)) / count
+                for name in after
+                if after[name] != before.get(name, 0)
+            }
+            writes = sum(per_table.values())
+            log(f"  {kind}: " + ", ".join(f"{name} {n:g}" for name, n in sorted(per_table.items())))
             tokens, _ = UPSTREAMS[kind]
             self.lines.append(
                 Line(
@@ -891,6 +899,13 @@ def main() -> None:
         "graph, .txt for collapsed stacks, else speedscope JSON",
     )
     parser.add_argument("--log", metavar="FILE", type=Path, help="keep daphne's output here")
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="an environment variable for the app, e.g. CHAT_FRAME_INTERVAL_MS=12 (repeatable)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.concurrency:
@@ -914,6 +929,7 @@ def main() -> None:
             log(f"preparing {name}: migrate, {USERS} users …")
             accounts = prepare_data(database_url, var_dir, upstreams)
             extra = {"REDIS_URL": args.redis} if args.redis else {}
+            extra.update(item.split("=", 1) for item in args.set)
             daphne_env = app_environment(database_url, var_dir, extra)
             bench = Bench(
                 plan, upstreams, daphne_env, accounts, database_url, var_dir, args.py_spy, args.log
