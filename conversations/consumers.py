@@ -73,6 +73,10 @@ def _send_frames(outcome: services.SendOutcome, new_chat: bool) -> tuple[dict | 
             {**frames.thread_frame(outcome.conversation), "fresh": outcome.plan is not None}
         ]
     else:
+        if outcome.plan is not None:
+            # A new pair: the reply is the shown leaf, and the tree around both is read in one
+            # go rather than once per message (this is on the way to the first token).
+            selectors.annotate_tree([outcome.user_message, outcome.reply], leaf_id=outcome.reply.id)
         rendered = [frames.message_frame(outcome.user_message), frames.message_frame(outcome.reply)]
     # Also for a resend of a new chat's first message: that page does not know the id yet.
     created = frames.conversation_frame(outcome.conversation) if new_chat else None
